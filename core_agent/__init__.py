@@ -1,0 +1,1 @@
+"""The core: front door (API) and mind (planning, dispatch, memory)."""

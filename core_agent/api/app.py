@@ -1,0 +1,58 @@
+"""The FastAPI application: wires settings, store, queues and routers together.
+
+Run it with `uvicorn core_agent.api.app:create_app --factory` (the launcher does).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from configs.loader import get_settings
+from configs.schema import Settings
+from core_agent.api import routes_conversations, routes_health, routes_openai
+from core_agent.api.body_limit import BodySizeLimit
+from core_agent.api.deps import AppState
+from core_agent.api.errors import install_error_handlers
+from core_agent.chat_service import ChatService
+from core_agent.conversations import ConversationStore
+from core_agent.dispatcher import Dispatcher
+from core_agent.owner_token import ensure_owner_token
+from workers.celery_app import create_celery_app
+
+log = logging.getLogger("appliance.api")
+
+
+def build_state(settings: Settings) -> AppState:
+    store = ConversationStore(settings.conversations_db)
+    celery = create_celery_app(settings)
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    dispatcher = Dispatcher(settings, celery, redis)
+    return AppState(settings=settings, owner_token=ensure_owner_token(settings), store=store,
+                    celery=celery, redis=redis, dispatcher=dispatcher,
+                    chat=ChatService(settings, store, dispatcher))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    state = build_state(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        log.info("API ready on %s (profile %s, data %s)", settings.api_url, settings.profile, settings.data_dir)
+        yield
+        await state.redis.aclose()
+
+    app = FastAPI(title="Appliance API", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible multi-agent appliance API")
+    app.state.appliance = state
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.include_router(routes_health.router)
+    app.include_router(routes_openai.router)
+    app.include_router(routes_conversations.router)
+    return app

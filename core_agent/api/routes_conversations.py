@@ -1,0 +1,67 @@
+"""Conversation routes: list, create, rename, delete, read messages."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from core_agent.api.deps import get_state, require_owner
+from core_agent.conversations import Conversation, ConversationNotFound, StoredMessage
+
+router = APIRouter(prefix="/conversations", dependencies=[Depends(require_owner)], tags=["conversations"])
+
+
+class NewConversation(BaseModel):
+    title: str = Field(default="New conversation", max_length=200)
+
+
+class Rename(BaseModel):
+    title: str = Field(min_length=1, max_length=200)
+
+
+def _not_found(cid: str) -> HTTPException:
+    return HTTPException(404, f"conversation '{cid}' does not exist")
+
+
+@router.get("", response_model=list[Conversation])
+def list_conversations(request: Request, limit: int = Query(100, ge=1, le=1000),
+                       offset: int = Query(0, ge=0), q: str | None = None) -> list[Conversation]:
+    return get_state(request).store.list(limit=limit, offset=offset, query=q)
+
+
+@router.post("", response_model=Conversation, status_code=201)
+def create_conversation(body: NewConversation, request: Request) -> Conversation:
+    return get_state(request).store.create(title=body.title)
+
+
+@router.get("/{cid}", response_model=Conversation)
+def get_conversation(cid: str, request: Request) -> Conversation:
+    try:
+        return get_state(request).store.get(cid)
+    except ConversationNotFound:
+        raise _not_found(cid) from None
+
+
+@router.patch("/{cid}", response_model=Conversation)
+def rename_conversation(cid: str, body: Rename, request: Request) -> Conversation:
+    try:
+        return get_state(request).store.rename(cid, body.title)
+    except ConversationNotFound:
+        raise _not_found(cid) from None
+
+
+@router.delete("/{cid}", status_code=204)
+def delete_conversation(cid: str, request: Request) -> Response:
+    try:
+        get_state(request).store.delete(cid)
+    except ConversationNotFound:
+        raise _not_found(cid) from None
+    return Response(status_code=204)
+
+
+@router.get("/{cid}/messages", response_model=list[StoredMessage])
+def conversation_messages(cid: str, request: Request) -> list[StoredMessage]:
+    try:
+        return get_state(request).store.messages(cid)
+    except ConversationNotFound:
+        raise _not_found(cid) from None

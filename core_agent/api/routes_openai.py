@@ -1,0 +1,113 @@
+"""OpenAI-compatible routes: POST /v1/chat/completions, GET /v1/models."""
+
+from __future__ import annotations
+
+import json
+from typing import AsyncIterator
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from core_agent.api.deps import AppState, get_state, require_owner
+from core_agent.api.errors import error_response
+from core_agent.api.openai_protocol import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    Choice,
+    ChunkChoice,
+    DeltaMessage,
+    ModelCard,
+    ModelList,
+    ResponseMessage,
+    UsageInfo,
+)
+from core_agent.chat_service import ChatFailed, ChatRun, ChatTurn
+from workers.protocol import ChatResult, GenerationParams
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_owner)], tags=["openai"])
+
+
+def _usage(result: ChatResult) -> UsageInfo:
+    u = result.usage
+    return UsageInfo(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
+                     total_tokens=u.total_tokens)
+
+
+def _run_headers(run: ChatRun) -> dict[str, str]:
+    return {"X-Task-Id": run.task_id, "X-Conversation-Id": run.conversation_id}
+
+
+def _turn(body: ChatCompletionRequest, state: AppState, conversation_header: str | None) -> ChatTurn:
+    params = GenerationParams(
+        max_tokens=body.max_completion_tokens or body.max_tokens, temperature=body.temperature,
+        top_p=body.top_p, stop=body.stop_list(), seed=body.seed,
+        response_format=body.response_format, adapter=body.adapter,
+    )
+    return ChatTurn(model=body.model or state.settings.default_model, messages=body.messages,
+                    params=params, conversation_id=body.conversation_id or conversation_header,
+                    stream=body.stream)
+
+
+def _sse(chunk: ChatCompletionChunk | dict) -> str:
+    data = chunk.model_dump_json(exclude_none=True) if isinstance(chunk, ChatCompletionChunk) else json.dumps(chunk)
+    return f"data: {data}\n\n"
+
+
+async def _sse_stream(run: ChatRun, first: str | None, include_usage: bool) -> AsyncIterator[str]:
+    def chunk(**delta: str) -> ChatCompletionChunk:
+        return ChatCompletionChunk(id=f"chatcmpl-{run.task_id}", model=run.model,
+                                   choices=[ChunkChoice(delta=DeltaMessage(**delta))])
+
+    yield _sse(chunk(role="assistant", content=""))
+    if first:
+        yield _sse(chunk(content=first))
+    try:
+        async for piece in run.pieces():
+            yield _sse(chunk(content=piece))
+        result = await run.result()
+    except ChatFailed as exc:
+        # The status line is already sent; report the failure in-band, as OpenAI does.
+        yield _sse({"error": {"message": exc.info.message, "type": exc.info.code, "code": exc.info.status}})
+        yield "data: [DONE]\n\n"
+        return
+    final = ChatCompletionChunk(id=f"chatcmpl-{run.task_id}", model=run.model,
+                                choices=[ChunkChoice(delta=DeltaMessage(), finish_reason=result.finish_reason)])
+    yield _sse(final)
+    if include_usage:
+        yield _sse(ChatCompletionChunk(id=f"chatcmpl-{run.task_id}", model=run.model, choices=[],
+                                       usage=_usage(result)))
+    yield "data: [DONE]\n\n"
+
+
+@router.post("/chat/completions", response_model=ChatCompletionResponse)
+async def chat_completions(
+    body: ChatCompletionRequest,
+    request: Request,
+    x_conversation_id: str | None = Header(default=None),
+):
+    state = get_state(request)
+    run: ChatRun | None = None
+    try:
+        run = await state.chat.start(_turn(body, state, x_conversation_id))
+        if body.stream:
+            first = await run.first_piece()
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return StreamingResponse(_sse_stream(run, first, include_usage), media_type="text/event-stream",
+                                     headers={**_run_headers(run), "Cache-Control": "no-cache"})
+        result = await run.result()
+    except ChatFailed as exc:
+        headers = _run_headers(run) if run else None
+        return error_response(exc.info.status, exc.info.message, exc.info.code, headers=headers)
+    response = ChatCompletionResponse(
+        id=f"chatcmpl-{run.task_id}", model=run.model,
+        choices=[Choice(message=ResponseMessage(content=result.text), finish_reason=result.finish_reason)],
+        usage=_usage(result), conversation_id=run.conversation_id, task_id=run.task_id,
+    )
+    return JSONResponse(response.model_dump(), headers=_run_headers(run))
+
+
+@router.get("/models", response_model=ModelList)
+async def list_models(request: Request) -> ModelList:
+    state = get_state(request)
+    return ModelList(data=[ModelCard(id=name) for name in state.settings.models])

@@ -1,0 +1,161 @@
+"""The durable conversation store: the source of truth for every turn.
+
+SQLite in the data directory (WAL mode, one connection per call) so the API can
+write from any thread. Memory indexes (Qdrant) are rebuilt from here, never the
+other way round.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from pydantic import BaseModel, Field
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    task_id TEXT,
+    model TEXT,
+    meta TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
+"""
+
+
+class Conversation(BaseModel):
+    id: str
+    title: str
+    created_at: float
+    updated_at: float
+    message_count: int = 0
+
+
+class StoredMessage(BaseModel):
+    id: int
+    conversation_id: str
+    role: str
+    content: str
+    created_at: float
+    task_id: str | None = None
+    model: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class ConversationNotFound(KeyError):
+    pass
+
+
+class ConversationStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA foreign_keys=ON")
+        try:
+            with db:  # commits on success, rolls back on error
+                yield db
+        finally:
+            db.close()
+
+    def create(self, title: str = "New conversation", conversation_id: str | None = None) -> Conversation:
+        now = time.time()
+        conv = Conversation(id=conversation_id or uuid.uuid4().hex, title=title[:200] or "New conversation",
+                            created_at=now, updated_at=now)
+        with self._connect() as db:
+            db.execute("INSERT INTO conversations(id, title, created_at, updated_at) VALUES (?,?,?,?)",
+                       (conv.id, conv.title, conv.created_at, conv.updated_at))
+        return conv
+
+    def get(self, conversation_id: str) -> Conversation:
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT c.*, (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS message_count "
+                "FROM conversations c WHERE c.id = ?", (conversation_id,)).fetchone()
+        if row is None:
+            raise ConversationNotFound(conversation_id)
+        return Conversation(**dict(row))
+
+    def exists(self, conversation_id: str) -> bool:
+        with self._connect() as db:
+            return db.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone() is not None
+
+    def list(self, limit: int = 100, offset: int = 0, query: str | None = None) -> list[Conversation]:
+        sql = ("SELECT c.*, (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS message_count "
+               "FROM conversations c")
+        args: list[Any] = []
+        if query:
+            sql += (" WHERE c.title LIKE ? OR EXISTS (SELECT 1 FROM messages m WHERE "
+                    "m.conversation_id = c.id AND m.content LIKE ?)")
+            args += [f"%{query}%", f"%{query}%"]
+        sql += " ORDER BY c.updated_at DESC LIMIT ? OFFSET ?"
+        args += [limit, offset]
+        with self._connect() as db:
+            return [Conversation(**dict(r)) for r in db.execute(sql, args).fetchall()]
+
+    def rename(self, conversation_id: str, title: str) -> Conversation:
+        with self._connect() as db:
+            cur = db.execute("UPDATE conversations SET title = ?, updated_at = ? WHERE id = ?",
+                             (title[:200], time.time(), conversation_id))
+        if cur.rowcount == 0:
+            raise ConversationNotFound(conversation_id)
+        return self.get(conversation_id)
+
+    def delete(self, conversation_id: str) -> None:
+        with self._connect() as db:
+            cur = db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+        if cur.rowcount == 0:
+            raise ConversationNotFound(conversation_id)
+
+    def append(self, conversation_id: str, role: str, content: str, *, task_id: str | None = None,
+               model: str | None = None, meta: dict[str, Any] | None = None) -> StoredMessage:
+        now = time.time()
+        with self._connect() as db:
+            cur = db.execute(
+                "INSERT INTO messages(conversation_id, role, content, created_at, task_id, model, meta) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (conversation_id, role, content, now, task_id, model, json.dumps(meta or {})))
+            db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
+            message_id = int(cur.lastrowid or 0)
+        return StoredMessage(id=message_id, conversation_id=conversation_id, role=role, content=content,
+                             created_at=now, task_id=task_id, model=model, meta=meta or {})
+
+    def messages(self, conversation_id: str, limit: int | None = None) -> list[StoredMessage]:
+        """Messages oldest first; with `limit`, only the most recent ones."""
+        if not self.exists(conversation_id):
+            raise ConversationNotFound(conversation_id)
+        sql = "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id DESC"
+        args: list[Any] = [conversation_id]
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        with self._connect() as db:
+            rows = db.execute(sql, args).fetchall()
+        out = []
+        for row in reversed(rows):
+            data = dict(row)
+            data["meta"] = json.loads(data["meta"] or "{}")
+            out.append(StoredMessage(**data))
+        return out

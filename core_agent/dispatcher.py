@@ -1,0 +1,73 @@
+"""Send work to the queues and follow it back: the core's side of the task contract.
+
+`submit` puts a task on its queue by name (the core never imports worker code, so
+llama.cpp and torch stay out of the API process). `events` reads the task's Redis
+stream and yields StreamEvents until the task is done or failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any, AsyncIterator
+
+import redis.asyncio as aioredis
+from celery import Celery
+
+from configs.schema import Settings
+from workers.protocol import ErrorInfo, StreamEvent, stream_key
+
+
+class DispatchError(Exception):
+    """The task could not be run: no worker picked it up, or it went silent."""
+
+    def __init__(self, info: ErrorInfo) -> None:
+        super().__init__(info.message)
+        self.info = info
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, celery: Celery, redis: aioredis.Redis) -> None:
+        self.settings = settings
+        self.celery = celery
+        self.redis = redis
+
+    async def submit(self, task_name: str, payload: dict[str, Any], task_id: str | None = None) -> str:
+        task_id = task_id or uuid.uuid4().hex
+        # kombu's publish is a blocking socket write; keep it off the event loop.
+        await asyncio.to_thread(self.celery.send_task, task_name, args=[payload], task_id=task_id)
+        return task_id
+
+    async def events(self, task_id: str, queue: str) -> AsyncIterator[StreamEvent]:
+        """Yield the task's events until 'done' or 'error' of its latest attempt."""
+        key = stream_key(task_id)
+        last_id = "0-0"
+        pickup_ms = int(self.settings.celery.pickup_timeout_s * 1000)
+        silence_ms = self.settings.celery.task_time_limit_s * 1000
+        started = False
+        while True:
+            block = silence_ms if started else pickup_ms
+            reply = await self.redis.xread({key: last_id}, block=block, count=256)
+            if not reply:
+                raise DispatchError(self._timeout_info(queue, started))
+            for entry_id, fields in reply[0][1]:
+                last_id = entry_id
+                started = True
+                event = StreamEvent.model_validate_json(fields[b"e"])
+                yield event
+                if event.type in ("done", "error"):
+                    return
+
+    def _timeout_info(self, queue: str, started: bool) -> ErrorInfo:
+        if not started:
+            return ErrorInfo(
+                code="no_worker", status=503,
+                message=(f"no worker picked up the task on queue '{queue}' within "
+                         f"{self.settings.celery.pickup_timeout_s:g}s. Fix: start the workers "
+                         f"(`appliance up`, or `appliance status` to see what runs)."))
+        return ErrorInfo(code="worker_silent", status=504,
+                         message=f"the worker on queue '{queue}' went silent for "
+                                 f"{self.settings.celery.task_time_limit_s}s; the task was abandoned.")
+
+    async def revoke(self, task_id: str) -> None:
+        await asyncio.to_thread(self.celery.control.revoke, task_id)

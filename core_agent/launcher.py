@@ -1,0 +1,264 @@
+"""Start, stop and inspect the embedded stack: Redis, Celery workers, API, UI.
+
+Every process is started in its own session with its PID recorded under
+<data_dir>/run/, so `down` stops exactly what `up` started and nothing else.
+`up` is idempotent: services whose recorded process is alive are left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlparse
+
+import httpx
+import redis
+
+from configs.schema import Settings
+from core_agent.owner_token import ensure_owner_token
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+Progress = Callable[[str], None]
+
+
+class LaunchError(Exception):
+    """A service could not be started; the message says which and where its log is."""
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    healthy: Callable[[], bool]
+    env: dict[str, str] = field(default_factory=dict)
+    timeout_s: float = 120.0
+
+
+def _redis_port(settings: Settings) -> int:
+    return urlparse(settings.redis_url).port or 6379
+
+
+def redis_ok(settings: Settings) -> bool:
+    try:
+        return bool(redis.Redis.from_url(settings.redis_url, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def worker_ok(settings: Settings, queue: str) -> bool:
+    """True when a worker consuming `queue` answers a broadcast ping."""
+    from workers.celery_app import create_celery_app
+
+    try:
+        replies = create_celery_app(settings).control.inspect(timeout=1.0).active_queues() or {}
+    except Exception:
+        return False
+    return any(q["name"] == queue for queues in replies.values() for q in queues)
+
+
+def worker_argv(settings: Settings, queue: str, node_name: str | None = None) -> list[str]:
+    pool = settings.workers[queue]
+    return [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+            "-Q", queue, "-c", str(pool.concurrency), "-P", pool.pool,
+            "-n", node_name or f"{queue}@%h", "--loglevel", "INFO",
+            "--without-gossip", "--without-mingle"]
+
+
+def worker_env(settings: Settings, queue: str) -> dict[str, str]:
+    # Chat workers load the default model as their process starts, not on first use.
+    return {"APPLIANCE_PRELOAD_MODELS": settings.default_model} if queue == "chat" else {}
+
+
+def services(settings: Settings) -> list[Service]:
+    out: list[Service] = []
+    if settings.manage_redis:
+        redis_dir = settings.data_dir / "redis"
+        out.append(Service(
+            name="redis",
+            argv=["redis-server", "--port", str(_redis_port(settings)), "--bind", "127.0.0.1",
+                  "--dir", str(redis_dir), "--appendonly", "yes", "--save", "", "--daemonize", "no"],
+            healthy=lambda: redis_ok(settings), timeout_s=30))
+    for queue, pool in settings.workers.items():
+        if pool.enabled:
+            out.append(Service(name=f"worker-{queue}", argv=worker_argv(settings, queue),
+                               env=worker_env(settings, queue),
+                               healthy=lambda q=queue: worker_ok(settings, q)))
+    out.append(Service(
+        name="api",
+        argv=[sys.executable, "-m", "uvicorn", "core_agent.api.app:create_app", "--factory",
+              "--host", settings.api_host, "--port", str(settings.api_port), "--log-level", "info"],
+        healthy=lambda: http_ok(f"{settings.api_url}/health")))
+    out.append(Service(
+        name="ui",
+        argv=[sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "ui" / "app.py"),
+              "--server.address", settings.ui_host, "--server.port", str(settings.ui_port),
+              "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        healthy=lambda: http_ok(f"http://{settings.ui_host}:{settings.ui_port}/_stcore/health")))
+    return out
+
+
+# --- PID records -------------------------------------------------------------
+
+def _pid_file(settings: Settings, name: str) -> Path:
+    return settings.run_dir / f"{name}.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped) is not alive for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def recorded_pid(settings: Settings, name: str) -> int | None:
+    path = _pid_file(settings, name)
+    try:
+        return int(json.loads(path.read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def running(settings: Settings, name: str) -> int | None:
+    pid = recorded_pid(settings, name)
+    return pid if pid is not None and _alive(pid) else None
+
+
+def _base_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    # Children must see the same settings as this process, whatever their cwd.
+    env["APPLIANCE_DATA_DIR"] = str(settings.data_dir)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def start_service(settings: Settings, svc: Service) -> int:
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.log_dir / f"{svc.name}.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(svc.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=PROJECT_ROOT, env={**_base_env(settings), **svc.env},
+                                start_new_session=True)
+    _pid_file(settings, svc.name).write_text(json.dumps(
+        {"pid": proc.pid, "argv": svc.argv, "started": time.time(), "log": str(log_path)}))
+    return proc.pid
+
+
+def wait_healthy(settings: Settings, svc: Service, pid: int) -> None:
+    deadline = time.monotonic() + svc.timeout_s
+    log_path = settings.log_dir / f"{svc.name}.log"
+    while time.monotonic() < deadline:
+        if svc.healthy():
+            return
+        if not _alive(pid):
+            tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+            raise LaunchError(f"{svc.name} exited during start-up. Last log lines ({log_path}):\n{tail}")
+        time.sleep(0.3)
+    raise LaunchError(f"{svc.name} did not become healthy within {svc.timeout_s:.0f}s; see {log_path}")
+
+
+def preflight(settings: Settings) -> None:
+    if settings.manage_redis and shutil.which("redis-server") is None:
+        raise LaunchError("redis-server is not installed. Fix: `sudo apt-get install redis-server` "
+                          "(scripts/up.sh does this when run as root), or point redis_url at a "
+                          "running Redis and set manage_redis: false.")
+
+
+def up(settings: Settings, progress: Progress = print) -> str:
+    """Start every service not already running; wait until each is healthy. Returns the token."""
+    preflight(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    token = ensure_owner_token(settings)
+    started: list[str] = []
+    for svc in services(settings):
+        pid = running(settings, svc.name)
+        if pid is not None:
+            progress(f"  {svc.name:<14} already running (pid {pid})")
+        elif svc.name == "redis" and redis_ok(settings):
+            raise LaunchError(f"something else already answers on {settings.redis_url}. Fix: stop it, "
+                              f"or use it by setting manage_redis: false.")
+        else:
+            progress(f"  {svc.name:<14} starting ...")
+            pid = start_service(settings, svc)
+            started.append(svc.name)
+        t0 = time.monotonic()
+        try:
+            wait_healthy(settings, svc, pid)
+        except LaunchError:
+            for name in reversed(started):  # leave nothing half-started behind
+                stop_service(settings, name)
+            raise
+        progress(f"  {svc.name:<14} healthy (pid {pid}, {time.monotonic() - t0:.1f}s)")
+    return token
+
+
+def stop_service(settings: Settings, name: str, grace_s: float = 15.0) -> bool:
+    """Stop a recorded service and its process group. True if something was stopped."""
+    pid = recorded_pid(settings, name)
+    path = _pid_file(settings, name)
+    if pid is None:
+        path.unlink(missing_ok=True)
+        return False
+    stopped = False
+    if _alive(pid):
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + grace_s
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+        stopped = True
+    # Children of the group (e.g. Celery pool processes) may outlive the leader briefly.
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    path.unlink(missing_ok=True)
+    return stopped
+
+
+def down(settings: Settings, progress: Progress = print) -> None:
+    for svc in reversed(services(settings)):
+        if stop_service(settings, svc.name):
+            progress(f"  {svc.name:<14} stopped")
+    # Records of services no longer configured (e.g. a disabled queue) are stopped too.
+    if settings.run_dir.is_dir():
+        for path in settings.run_dir.glob("*.json"):
+            if stop_service(settings, path.stem):
+                progress(f"  {path.stem:<14} stopped")
+
+
+def status(settings: Settings) -> dict[str, dict[str, object]]:
+    out: dict[str, dict[str, object]] = {}
+    for svc in services(settings):
+        pid = running(settings, svc.name)
+        out[svc.name] = {"pid": pid, "running": pid is not None,
+                         "healthy": bool(pid) and svc.healthy()}
+    return out

