@@ -40,6 +40,8 @@ class Service:
     healthy: Callable[[], bool]
     env: dict[str, str] = field(default_factory=dict)
     timeout_s: float = 120.0
+    # Folder the service keeps its state in; created before it starts.
+    state_dir: Path | None = None
 
 
 def _redis_port(settings: Settings) -> int:
@@ -92,7 +94,7 @@ def services(settings: Settings) -> list[Service]:
             name="redis",
             argv=["redis-server", "--port", str(_redis_port(settings)), "--bind", "127.0.0.1",
                   "--dir", str(redis_dir), "--appendonly", "yes", "--save", "", "--daemonize", "no"],
-            healthy=lambda: redis_ok(settings), timeout_s=30))
+            healthy=lambda: redis_ok(settings), timeout_s=30, state_dir=redis_dir))
     for queue, pool in settings.workers.items():
         if pool.enabled:
             out.append(Service(name=f"worker-{queue}", argv=worker_argv(settings, queue),
@@ -158,6 +160,8 @@ def _base_env(settings: Settings) -> dict[str, str]:
 def start_service(settings: Settings, svc: Service) -> int:
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
+    if svc.state_dir is not None:
+        svc.state_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.log_dir / f"{svc.name}.log"
     with log_path.open("ab") as log:
         proc = subprocess.Popen(svc.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

