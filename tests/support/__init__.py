@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: real tiny models and adapters, built once and cached."""
