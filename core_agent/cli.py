@@ -113,5 +113,8 @@ def chat(
         raise typer.Exit(1) from None
 
 
+from core_agent.vram_plan_cli import vram_plan as _vram_plan; app.command("vram-plan")(_vram_plan)  # noqa: E402,E702
+
+
 if __name__ == "__main__":
     app()

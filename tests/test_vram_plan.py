@@ -1,0 +1,169 @@
+"""The VRAM planner against hand computation, and its refusal of plans that do not fit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from core_agent.vram_plan import (
+    DEFAULT_STACK_FILE,
+    GIB,
+    GpuStack,
+    PlanConfigError,
+    PlanRefused,
+    check_fits,
+    env_values,
+    load_stack,
+    plan_stack,
+    read_env_block,
+    render_env_block,
+    replace_env_block,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+CORE = "vllm-core"
+
+
+def stack_with(**core_knobs) -> GpuStack:
+    """The shipped stack with some of vllm-core's knobs changed."""
+    raw = yaml.safe_load(DEFAULT_STACK_FILE.read_text())
+    raw["services"][CORE].update(core_knobs)
+    return GpuStack.model_validate(raw)
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "core_agent.cli", "vram-plan", *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_qwen3_30b_a3b_kv_cache_is_96_kib_per_token_in_bf16_by_hand() -> None:
+    core = plan_stack(stack_with(kv_cache_dtype="auto")).service(CORE)
+    # 2 (K,V) x 48 layers x 4 KV heads x 128 head_dim x 2 bytes
+    assert core.kv_bytes_per_token == 2 * 48 * 4 * 128 * 2 == 96 * 1024
+    # 65,536 tokens x 4 sequences x 96 KiB = 24 GiB
+    assert core.kv_cache_bytes == 65536 * 4 * 96 * 1024 == 24 * GIB
+
+
+def test_fp8_kv_cache_halves_it() -> None:
+    bf16 = plan_stack(stack_with(kv_cache_dtype="auto")).service(CORE)
+    fp8 = plan_stack(stack_with(kv_cache_dtype="fp8")).service(CORE)
+    assert fp8.kv_bytes_per_token == 48 * 1024
+    assert fp8.kv_cache_bytes * 2 == bf16.kv_cache_bytes
+
+
+def test_qwen3_30b_a3b_fp8_weights_are_about_31_gb() -> None:
+    core = plan_stack(load_stack()).service(CORE)
+    # (30.532 - 0.635) B params x 1 byte + 0.635 B params x 2 bytes (embeddings, lm_head, gates)
+    by_hand = (30.532 - 0.635) * 1e9 + 0.635e9 * 2
+    assert core.weights_bytes == pytest.approx(by_hand, rel=1e-9)
+    assert 30e9 < core.weights_bytes < 32e9  # "~31 GB of FP8 weights"
+
+
+def test_lora_slots_by_hand() -> None:
+    core = plan_stack(load_stack()).service(CORE)
+    r, h, q, kv = 16, 2048, 32 * 128, 4 * 128
+    per_layer = r * (h + q) + 2 * r * (h + kv) + r * (q + h)  # q, k, v, o: A (r x in) + B (out x r)
+    assert core.lora_bytes == 4 * per_layer * 48 * 2  # 4 slots, 48 layers, BF16
+
+
+def test_utilization_is_the_services_share_of_the_card_rounded_up() -> None:
+    plan = plan_stack(load_stack())
+    card_bytes = 97887 * 2**20
+    for s in plan.services:
+        assert s.total_bytes == s.weights_bytes + s.kv_cache_bytes + s.lora_bytes + s.overhead_bytes
+        assert s.total_bytes <= s.gpu_memory_utilization * card_bytes < s.total_bytes + 0.01 * card_bytes
+    assert plan.fits
+    assert plan.cards[0].fraction_sum <= 0.95
+
+
+def test_active_experts_change_overrides_not_memory() -> None:
+    eight = plan_stack(stack_with(active_experts=8)).service(CORE)
+    ten = plan_stack(stack_with(active_experts=10)).service(CORE)
+    assert ten.hf_overrides["num_experts_per_tok"] == 10
+    assert ten.total_bytes == eight.total_bytes
+    assert any("active_experts 10" in w for w in ten.warnings)
+
+
+def test_context_beyond_native_window_adds_yarn_with_a_quality_warning() -> None:
+    raw = yaml.safe_load(DEFAULT_STACK_FILE.read_text())
+    raw["models"]["qwen2.5-coder-7b-instruct"]["native_context"] = 32768
+    raw["services"]["vllm-code"]["max_model_len"] = 131072
+    raw["services"]["vllm-code"]["max_num_seqs"] = 1
+    code = plan_stack(GpuStack.model_validate(raw)).service("vllm-code")
+    assert code.hf_overrides["rope_parameters"] == {
+        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768, "rope_theta": 1000000.0}
+    assert any("YaRN" in w and "quality" in w for w in code.warnings)
+    # Within the native window: no rope scaling at all.
+    assert "rope_parameters" not in plan_stack(load_stack()).service(CORE).hf_overrides
+
+
+def test_over_budget_plan_is_refused_naming_the_biggest_item_and_the_fix() -> None:
+    plan = plan_stack(stack_with(max_model_len=262144, max_num_seqs=8))
+    assert not plan.fits
+    with pytest.raises(PlanRefused) as refused:
+        check_fits(plan)
+    message = str(refused.value)
+    assert "vllm-core kv cache 192.0 GiB" in message  # 96 KiB x 262,144 x 8
+    assert "services.vllm-core.max_num_seqs" in message and "kv_cache_dtype: fp8" in message
+    assert "configs/gpu-stack.yaml" in message
+
+
+def test_cli_refuses_over_budget_plan_and_writes_nothing(tmp_path: Path) -> None:
+    raw = yaml.safe_load(DEFAULT_STACK_FILE.read_text())
+    raw["services"]["vllm-code"]["model"] = "qwen3-30b-a3b-instruct-2507-fp8"  # a second 29 GiB model
+    config = tmp_path / "gpu-stack.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    env_file = tmp_path / ".env"
+    result = run_cli("--config", str(config), "--write-env", "--env-file", str(env_file))
+    assert result.returncode == 1
+    assert "refused" in result.stderr and "weights 29.0 GiB" in result.stderr
+    assert not env_file.exists()
+
+
+def test_cli_json_and_write_env_keep_other_lines(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("QDRANT_API_KEY=my-secret\n")
+    result = run_cli("--json", "--write-env", "--env-file", str(env_file))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["fits"] is True
+    assert {s["service"] for s in data["services"]} == {"vllm-core", "vllm-code", "vllm-vision", "vllm-embed"}
+    text = env_file.read_text()
+    assert text.startswith("QDRANT_API_KEY=my-secret\n")
+    assert read_env_block(text) == env_values(plan_stack(load_stack()))
+    # Running it again replaces the block instead of appending a second one.
+    assert run_cli("--write-env", "--env-file", str(env_file)).returncode == 0
+    assert env_file.read_text() == text
+
+
+def test_bad_knob_names_the_key(tmp_path: Path) -> None:
+    raw = yaml.safe_load(DEFAULT_STACK_FILE.read_text())
+    raw["services"][CORE]["active_experts"] = 200
+    raw["services"][CORE]["lora"]["max_lora_rank"] = 12
+    raw["services"][CORE]["max_model_lenn"] = 4096
+    config = tmp_path / "gpu-stack.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    with pytest.raises(PlanConfigError) as bad:
+        load_stack(config)
+    message = str(bad.value)
+    assert "services.vllm-core.max_model_lenn" in message and "unknown key" in message
+    assert "max_lora_rank must be one of" in message
+    result = run_cli("--config", str(config))
+    assert result.returncode == 2 and "max_model_lenn" in result.stderr
+    raw["services"][CORE].pop("max_model_lenn")
+    raw["services"][CORE]["lora"]["max_lora_rank"] = 16
+    with pytest.raises(ValueError, match="active_experts 200 exceeds the model's 128 experts"):
+        GpuStack.model_validate(raw)
+
+
+def test_env_block_round_trip() -> None:
+    values = env_values(plan_stack(load_stack()))
+    block = render_env_block(values)
+    text = replace_env_block("A=1\n", block)
+    assert read_env_block(text) == values
+    assert replace_env_block(text, block) == text
