@@ -37,6 +37,30 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
 """
 
+# Memory outbox (issue 4): every stored turn is queued here, in the same transaction
+# as the turn itself (triggers), until the rag worker has embedded and indexed it;
+# deleting a conversation queues its removal from the index. core_agent/memory.py
+# drains it. Rows stay until the index confirms them, so a down worker loses nothing.
+MEMORY_OUTBOX_SCHEMA = """
+CREATE TABLE IF NOT EXISTS memory_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    op TEXT NOT NULL,                -- 'index_turn' | 'forget_conversation'
+    message_id INTEGER,
+    conversation_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE TRIGGER IF NOT EXISTS memory_outbox_turn AFTER INSERT ON messages BEGIN
+    INSERT INTO memory_outbox(op, message_id, conversation_id, created_at)
+    VALUES ('index_turn', NEW.id, NEW.conversation_id, NEW.created_at);
+END;
+CREATE TRIGGER IF NOT EXISTS memory_outbox_forget AFTER DELETE ON conversations BEGIN
+    INSERT INTO memory_outbox(op, conversation_id, created_at)
+    VALUES ('forget_conversation', OLD.id, (julianday('now') - 2440587.5) * 86400.0);
+END;
+"""
+
 
 class Conversation(BaseModel):
     id: str
@@ -61,6 +85,21 @@ class ConversationNotFound(KeyError):
     pass
 
 
+class MemoryOutboxItem(BaseModel):
+    """One pending memory operation; for 'index_turn' the turn's fields are filled in
+    (`content` is None when the message was deleted before it was indexed)."""
+
+    id: int
+    op: str
+    conversation_id: str
+    message_id: int | None = None
+    role: str | None = None
+    content: str | None = None
+    created_at: float
+    conversation_title: str = ""
+    attempts: int = 0
+
+
 class ConversationStore:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -68,6 +107,7 @@ class ConversationStore:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            db.executescript(MEMORY_OUTBOX_SCHEMA)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -159,3 +199,44 @@ class ConversationStore:
             data["meta"] = json.loads(data["meta"] or "{}")
             out.append(StoredMessage(**data))
         return out
+
+    # --- memory outbox (issue 4; drained by core_agent/memory.py) ---------------
+
+    def memory_outbox(self, limit: int = 64) -> list[MemoryOutboxItem]:
+        """The oldest pending memory operations, in the order they happened."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT o.id, o.op, o.conversation_id, o.message_id, o.created_at, o.attempts, "
+                "m.role, m.content, COALESCE(c.title, '') AS conversation_title "
+                "FROM memory_outbox o LEFT JOIN messages m ON m.id = o.message_id "
+                "LEFT JOIN conversations c ON c.id = o.conversation_id ORDER BY o.id LIMIT ?",
+                (limit,)).fetchall()
+        return [MemoryOutboxItem(**dict(r)) for r in rows]
+
+    def memory_outbox_done(self, ids: list[int]) -> None:
+        with self._connect() as db:
+            db.executemany("DELETE FROM memory_outbox WHERE id = ?", [(i,) for i in ids])
+
+    def memory_outbox_failed(self, ids: list[int], error: str) -> None:
+        with self._connect() as db:
+            db.executemany("UPDATE memory_outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+                           [(error[:1000], i) for i in ids])
+
+    def memory_outbox_count(self) -> int:
+        with self._connect() as db:
+            return int(db.execute("SELECT COUNT(*) FROM memory_outbox").fetchone()[0])
+
+    def memory_outbox_requeue_all_turns(self) -> int:
+        """Queue every stored turn for indexing again (after the turns index was rebuilt)."""
+        with self._connect() as db:
+            db.execute("DELETE FROM memory_outbox WHERE op = 'index_turn'")
+            cur = db.execute("INSERT INTO memory_outbox(op, message_id, conversation_id, created_at) "
+                             "SELECT 'index_turn', id, conversation_id, created_at FROM messages ORDER BY id")
+            return cur.rowcount
+
+    def recent_message_ids(self, conversation_id: str, limit: int) -> list[int]:
+        """Ids of the newest `limit` messages of a conversation (none if it does not exist)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT id FROM messages WHERE conversation_id = ? ORDER BY id DESC LIMIT ?",
+                              (conversation_id, limit)).fetchall()
+        return [int(r[0]) for r in rows]

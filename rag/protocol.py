@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from workers.protocol import ErrorInfo
+
 EMBED_TEXTS = "embed.texts"
 RAG_SEARCH = "rag.search"
 RAG_INGEST = "rag.ingest"
@@ -157,3 +159,13 @@ class MemoryStatus(BaseModel):
     dimension: int
     collections: dict[str, int]
     documents: int
+
+
+# --- every embed/rag task answers with this envelope ---------------------------
+
+class TaskOutcome(BaseModel):
+    """`ok` with a result, or an owner-facing error (what is wrong, what to do, HTTP status)."""
+
+    ok: bool
+    result: Any = None
+    error: ErrorInfo | None = None

@@ -14,7 +14,7 @@ from configs.loader import get_settings
 from configs.schema import QUEUE_NAMES, Settings
 
 # Task name prefix -> queue. A task named "chat.generate" runs on the "chat" queue.
-TASK_MODULES = ["workers.chat_worker"]
+TASK_MODULES = ["workers.chat_worker", "workers.embed_worker", "workers.rag_worker"]
 
 
 def create_celery_app(settings: Settings) -> Celery:

@@ -1,0 +1,52 @@
+"""The `embed` queue: texts -> vectors with the configured embedding model.
+
+Serves POST /v1/embeddings (core_agent/api/routes_embeddings.py) and any plan step
+that needs vectors. The rag worker embeds in-process instead (see docs/memory.md).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery.signals import celeryd_after_setup, worker_process_init
+
+from rag.protocol import EMBED_TEXTS, EmbedRequest, EmbedResult
+from workers.backends.base import BackendError
+from workers.backends.registry import embedding_backend
+from workers.celery_app import app
+from workers.runtime import settings
+from workers.task_outcome import run_task
+
+log = logging.getLogger("appliance.worker.embed")
+_serves_embed = False
+
+
+@celeryd_after_setup.connect
+def _note_queues(sender: str, instance, **_: object) -> None:
+    # Every worker imports every task module; only the one consuming "embed" preloads.
+    global _serves_embed
+    _serves_embed = "embed" in instance.app.amqp.queues.consume_from
+
+
+@worker_process_init.connect
+def _preload(**_: object) -> None:
+    if not _serves_embed:
+        return
+    try:
+        backend = embedding_backend(settings())
+        backend.check()
+        log.info("embedding model %s ready (%d dims)", backend.model_name, backend.dimension)
+    except BackendError as exc:
+        log.error("cannot preload the embedding model: %s", exc)
+
+
+def embed_texts(request: EmbedRequest) -> EmbedResult:
+    backend = embedding_backend(settings(), request.model)
+    batch = backend.embed(request.texts)
+    return EmbedResult(model=backend.model_name, dimension=len(batch.vectors[0]), vectors=batch.vectors,
+                       prompt_tokens=batch.prompt_tokens)
+
+
+@app.task(name=EMBED_TEXTS, bind=True, max_retries=2)
+def texts(self, payload: dict) -> dict:
+    return run_task(self, lambda: embed_texts(EmbedRequest.model_validate(payload)))
