@@ -59,8 +59,8 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   python3 -m venv "$VENV" || fail "could not create $VENV. Fix: sudo apt-get install python3-venv"
 fi
 
-extras=""; [[ $WITH_TEST -eq 1 ]] && extras="[test]"
-stamp="$VENV/.installed$( [[ $WITH_TEST -eq 1 ]] && echo -test )"
+extras=""; stamp="$VENV/.installed"
+if [[ $WITH_TEST -eq 1 ]]; then extras="[test]"; stamp="$VENV/.installed-test"; fi
 want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
 # A test install is a superset of the plain one, so either stamp satisfies `up`.
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] || \
