@@ -116,5 +116,13 @@ def chat(
 from core_agent.vram_plan_cli import vram_plan as _vram_plan; app.command("vram-plan")(_vram_plan)  # noqa: E402,E702
 
 
+# Memory (issue 4): search, documents, index maintenance.
+from core_agent import memory_cli  # noqa: E402
+
+app.command("search")(memory_cli.search)
+app.add_typer(memory_cli.docs_app, name="docs")
+app.add_typer(memory_cli.memory_app, name="memory")
+
+
 if __name__ == "__main__":
     app()

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from configs.loader import get_settings
 from configs.schema import Settings
 from core_agent.api import routes_conversations, routes_health, routes_openai
+from core_agent.api import routes_embeddings, routes_memory
 from core_agent.api.body_limit import BodySizeLimit
 from core_agent.api.deps import AppState
 from core_agent.api.errors import install_error_handlers
@@ -55,4 +56,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_health.router)
     app.include_router(routes_openai.router)
     app.include_router(routes_conversations.router)
+    app.include_router(routes_memory.router)
+    app.include_router(routes_embeddings.router)
     return app
