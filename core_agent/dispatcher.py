@@ -8,6 +8,7 @@ stream and yields StreamEvents until the task is done or failed.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any, AsyncIterator
 
@@ -16,6 +17,9 @@ from celery import Celery
 
 from configs.schema import Settings
 from workers.protocol import ErrorInfo, StreamEvent, stream_key
+
+
+READ_BLOCK_S = 2.0
 
 
 class DispatchError(Exception):
@@ -42,14 +46,18 @@ class Dispatcher:
         """Yield the task's events until 'done' or 'error' of its latest attempt."""
         key = stream_key(task_id)
         last_id = "0-0"
-        pickup_ms = int(self.settings.celery.pickup_timeout_s * 1000)
-        silence_ms = self.settings.celery.task_time_limit_s * 1000
         started = False
+        deadline = time.monotonic() + self.settings.celery.pickup_timeout_s
         while True:
-            block = silence_ms if started else pickup_ms
-            reply = await self.redis.xread({key: last_id}, block=block, count=256)
-            if not reply:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise DispatchError(self._timeout_info(queue, started))
+            # Short blocking reads: a Redis client's socket timeout must never cut a
+            # long wait, and the deadline is checked between reads.
+            block_ms = max(1, int(min(remaining, READ_BLOCK_S) * 1000))
+            reply = await self.redis.xread({key: last_id}, block=block_ms, count=256)
+            if not reply:
+                continue
             for entry_id, fields in reply[0][1]:
                 last_id = entry_id
                 started = True
@@ -57,6 +65,8 @@ class Dispatcher:
                 yield event
                 if event.type in ("done", "error"):
                     return
+            # Once the worker speaks, silence is measured from its last event.
+            deadline = time.monotonic() + self.settings.celery.task_time_limit_s
 
     def _timeout_info(self, queue: str, started: bool) -> ErrorInfo:
         if not started:

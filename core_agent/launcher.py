@@ -192,13 +192,16 @@ def preflight(settings: Settings) -> None:
                           "running Redis and set manage_redis: false.")
 
 
-def up(settings: Settings, progress: Progress = print) -> str:
-    """Start every service not already running; wait until each is healthy. Returns the token."""
+def up(settings: Settings, progress: Progress = print, only: set[str] | None = None) -> str:
+    """Start every service (or just those named in `only`) not already running; wait until
+    each is healthy. Returns the owner token."""
     preflight(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     token = ensure_owner_token(settings)
     started: list[str] = []
     for svc in services(settings):
+        if only is not None and svc.name not in only:
+            continue
         pid = running(settings, svc.name)
         if pid is not None:
             progress(f"  {svc.name:<14} already running (pid {pid})")
