@@ -1,0 +1,148 @@
+"""Memory end to end on the real stack: CLI -> API -> Redis/Celery -> rag worker ->
+Qdrant local mode + MiniLM, and back. The conversation store's outbox feeds the index."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from core_agent import launcher
+from core_agent.conversations import ConversationStore
+from core_agent.memory import MemoryClient
+from tests.conftest import Stack
+from tests.support.memory_vault import BAD_FILES, make_vault
+from workers.celery_app import create_celery_app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def appliance(*args: str) -> subprocess.CompletedProcess:
+    """The real `appliance` command (its settings come from the stack's APPLIANCE_* env)."""
+    return subprocess.run([sys.executable, "-m", "core_agent.cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+
+
+def search(stack: Stack, query: str, k: int = 5, **extra) -> list[dict]:
+    with stack.http() as http:
+        resp = http.post("/memory/search", json={"query": query, "k": k, **extra})
+    assert resp.status_code == 200, resp.text
+    return resp.json()["hits"]
+
+
+def wait_outbox_empty(stack: Stack, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    with stack.http() as http:
+        while time.monotonic() < deadline:
+            status = http.get("/memory/status").json()
+            if status.get("outbox_pending") == 0:
+                return
+            time.sleep(0.5)
+    raise AssertionError(f"outbox still has {status.get('outbox_pending')} turns after {timeout_s}s")
+
+
+@pytest.fixture(scope="module")
+def vault(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = make_vault(tmp_path_factory.mktemp("vault"))
+    done = appliance("docs", "add", str(root), "--json")
+    assert done.returncode == 1, "bad files make the exit status 1"
+    report = json.loads(done.stdout)
+    failed = {Path(f["source"]).name: f["reason"] for f in report["failed"]}
+    assert set(failed) == set(BAD_FILES), report
+    assert "PDF" in failed["broken.pdf"] and "binary" in failed["binary.md"]
+    assert len(report["added"]) == 5 and report["chunks"] >= 5
+    return root
+
+
+def test_documents_are_found_in_both_languages(stack: Stack, vault: Path) -> None:
+    out = appliance("search", "how many solar panels charge the battery", "--k", "5", "--json")
+    assert out.returncode == 0, out.stderr
+    hits = json.loads(out.stdout)
+    assert {"source", "score", "kind", "text"} <= set(hits[0])
+    assert hits[0]["source"] == str(vault / "en/cabin.md") and hits[0]["kind"] == "document"
+
+    out = appliance("search", "как варить борщ со свёклой", "--k", "5", "--json")
+    assert json.loads(out.stdout)[0]["source"] == str(vault / "ru/borsch.md")
+    assert search(stack, "акклиматизация при восхождении")[0]["source"] == str(vault / "ru/elbrus.md")
+    assert search(stack, "when to clean the heat pump coil")[0]["source"] == str(vault / "manuals/heat-pump.pdf")
+
+
+def test_adding_again_skips_unchanged_files_and_prunes_deleted_ones(stack: Stack, vault: Path) -> None:
+    (vault / "en/sourdough.md").unlink()
+    for bad in BAD_FILES:
+        (vault / bad).unlink()
+    out = appliance("docs", "add", str(vault), "--prune", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert len(report["unchanged"]) == 4 and not report["added"]
+    assert report["removed"] == [str(vault / "en/sourdough.md")]
+    assert all(h["source"] != str(vault / "en/sourdough.md") for h in search(stack, "sourdough rye starter"))
+
+
+def test_upload_through_the_api_and_forget_the_document(stack: Stack) -> None:
+    with stack.http() as http:
+        resp = http.post("/documents", files=[("files", ("plan.md", "# Plan\nMove the beehives in April."))],
+                         data={"sources": ["uploads/plan.md"]})
+        assert resp.status_code == 200 and resp.json()["added"] == ["uploads/plan.md"], resp.text
+        assert search(stack, "beehives")[0]["source"] == "uploads/plan.md"
+        assert http.delete("/documents", params={"source": "uploads/plan.md"}).status_code == 200
+        assert http.delete("/documents", params={"source": "uploads/plan.md"}).status_code == 404
+    assert all(h["source"] != "uploads/plan.md" for h in search(stack, "beehives"))
+
+
+def test_a_turn_said_earlier_is_recalled_in_a_later_conversation(stack: Stack) -> None:
+    fact = "Remember this: my bicycle is a green Surly called Rocinante."
+    reply = stack.openai().chat.completions.with_raw_response.create(
+        model="core", messages=[{"role": "user", "content": fact}], max_tokens=8, temperature=0)
+    first_conversation = reply.headers["x-conversation-id"]
+    wait_outbox_empty(stack)
+
+    async def later_context():
+        settings = stack.settings
+        client = MemoryClient(settings, ConversationStore(settings.conversations_db), create_celery_app(settings),
+                              aioredis.Redis.from_url(settings.redis_url))
+        later = client.store.create("later").id
+        client.store.append(later, "user", "What is my bicycle called?")
+        try:
+            return await client.retrieve_context("What is my bicycle called?", conversation_id=later)
+        finally:
+            await client.stop()
+            await client.redis.aclose()
+
+    context = asyncio.run(later_context())
+    assert context.error is None
+    assert "Rocinante" in context.messages[0].content
+    assert any(s.conversation_id == first_conversation for s in context.sources)
+
+    # Forgetting the conversation removes it from the index too (through the outbox).
+    with stack.http() as http:
+        assert http.delete(f"/memory/conversations/{first_conversation}").status_code == 204
+    wait_outbox_empty(stack)
+    hits = search(stack, "bicycle Rocinante", kinds=["conversation"])
+    assert all(h["source"] != f"conversation:{first_conversation}" for h in hits)
+
+
+def test_turns_wait_while_the_rag_worker_is_down_and_are_indexed_after(stack: Stack) -> None:
+    settings = stack.settings
+    [rag] = [s for s in launcher.services(settings) if s.name == "worker-rag"]
+    launcher.stop_service(settings, "worker-rag")
+    store = ConversationStore(settings.conversations_db)
+    try:
+        cid = store.create("while down").id
+        store.append(cid, "user", "The spare house key is hidden under the blue flowerpot.")
+        with stack.http() as http:  # wakes the drainer; the search itself fails clearly
+            resp = http.post("/memory/search", json={"query": "spare key"}, timeout=60)
+            assert resp.status_code == 503 and "appliance up" in resp.json()["error"]["message"]
+        time.sleep(3)
+        assert store.memory_outbox_count() >= 1, "the turn waits in the outbox"
+    finally:
+        launcher.wait_healthy(settings, rag, launcher.start_service(settings, rag))
+    wait_outbox_empty(stack)
+    hits = search(stack, "where is the spare house key", kinds=["conversation"])
+    assert hits and hits[0]["source"] == f"conversation:{cid}"
