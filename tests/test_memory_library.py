@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from configs.loader import load_settings
+from configs.schema import Settings
 from rag.chunking import chunk_sections, count_tokens
 from rag.lexical import LexicalEncoder, terms
 from rag.parsers import ParseError, Section, parse_file
@@ -24,7 +24,8 @@ from workers.backends.registry import embedding_backend
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory):
-    return load_settings(overrides={"data_dir": str(tmp_path_factory.mktemp("memory-lib"))})
+    # Defaults of configs/schema.py (= configs/memory.yaml), independent of other config files.
+    return Settings(data_dir=tmp_path_factory.mktemp("memory-lib"))
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_russian_and_english_words_are_stemmed_to_shared_terms() -> None:
 
 
 def test_lexical_vectors_weight_repeated_terms_less_than_linearly() -> None:
-    enc = LexicalEncoder(load_settings().memory.lexical)
+    enc = LexicalEncoder(Settings().memory.lexical)
     one = enc.document("борщ")
     three = enc.document("борщ борщ борщ")
     assert one.indices == three.indices
