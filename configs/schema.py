@@ -16,6 +16,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from configs.webhooks_schema import WebhooksConfig
+
 QueueName = Literal["chat", "code", "embed", "vision", "rag"]
 QUEUE_NAMES: tuple[QueueName, ...] = ("chat", "code", "embed", "vision", "rag")
 
@@ -182,6 +184,83 @@ class MemoryConfig(StrictModel):
         return self
 
 
+# --- multi-agent core (configs/routes.yaml) -----------------------------------
+
+WorkerKind = Literal["chat", "code", "embed", "vision", "rag"]
+
+
+class GenerationProfile(StrictModel):
+    """How a model is asked to generate: the owner picks one per request (`profile`)."""
+
+    thinking: bool = False           # Qwen3 enable_thinking; plan calls always run without it
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=256, ge=1)
+    context_cap: int | None = Field(default=None, ge=256)  # max prompt tokens kept from history
+
+
+class RouteConfig(StrictModel):
+    """Where one kind of step runs: its queue, model, default adapter and profile."""
+
+    queue: QueueName
+    model: str | None = None          # chat model name for chat/code; ignored by other kinds
+    adapter: str | None = None
+    profile: str | None = None
+
+
+def _default_routes() -> dict[WorkerKind, RouteConfig]:
+    return {kind: RouteConfig(queue=kind, model="core" if kind in ("chat", "code") else None)
+            for kind in ("chat", "code", "embed", "vision", "rag")}
+
+
+class RouterConfig(StrictModel):
+    """Answer directly or plan: rules first (case-insensitive regexes), the model second."""
+
+    plan_patterns: list[str] = Field(default_factory=list)
+    direct_patterns: list[str] = Field(default_factory=list)
+    use_model: bool = False           # ask the core model when no rule decides
+    model_max_tokens: int = Field(default=16, ge=4, le=256)
+
+
+class PlannerConfig(StrictModel):
+    model: str = "core"
+    max_steps: int = Field(default=6, ge=1, le=50)
+    max_depth: int = Field(default=4, ge=1, le=20)
+    max_wall_s: float = Field(default=300.0, gt=0)
+    step_timeout_s: float = Field(default=120.0, gt=0)
+    step_retries: int = Field(default=2, ge=0, le=10)
+    retry_backoff_s: float = Field(default=1.0, ge=0)
+    # Plans are JSON; Qwen3 thinking would eat this budget, so plan calls never think.
+    plan_max_tokens: int = Field(default=512, ge=64)
+
+
+class SandboxConfig(StrictModel):
+    """Running generated Python: off unless the owner enables it."""
+
+    enabled: bool = False
+    cpu_seconds: int = Field(default=5, ge=1)
+    memory_mb: int = Field(default=256, ge=16)
+    output_bytes: int = Field(default=64 * 1024, ge=256)
+    wall_seconds: float = Field(default=10.0, gt=0)
+    # Without a network namespace the run is refused unless this is set.
+    allow_without_network_isolation: bool = False
+
+
+class VisionConfig(StrictModel):
+    backend: Literal["rapidocr", "openai"] = "rapidocr"
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    served_model: str | None = None
+    max_image_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(default=40_000_000, ge=1024)
+    request_timeout_s: float = Field(default=120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> VisionConfig:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("vision backend 'openai' needs base_url")
+        return self
+
+
 class Settings(StrictModel):
     profile: Literal["local", "gpu"] = "local"
     data_dir: Path = Path("./data")
@@ -210,16 +289,31 @@ class Settings(StrictModel):
     )
     workers: dict[QueueName, WorkerPoolConfig] = Field(default_factory=_default_workers)
     celery: CeleryConfig = Field(default_factory=CeleryConfig)
+    routes: dict[WorkerKind, RouteConfig] = Field(default_factory=_default_routes)
+    profiles: dict[str, GenerationProfile] = Field(default_factory=lambda: {"dialog": GenerationProfile()})
+    default_profile: str = "dialog"
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    planner: PlannerConfig = Field(default_factory=PlannerConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    vision: VisionConfig = Field(default_factory=VisionConfig)
     embeddings: EmbeddingsConfig = Field(default_factory=EmbeddingsConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)  # configs/webhooks.yaml
 
     @model_validator(mode="after")
-    def _default_model_exists(self) -> Settings:
+    def _references_exist(self) -> Settings:
+        """Names that point at other sections must exist there."""
         if self.default_model not in self.models:
-            raise ValueError(
-                f"default_model '{self.default_model}' is not one of models: "
-                f"{sorted(self.models)}"
-            )
+            raise ValueError(f"default_model '{self.default_model}' is not one of models: {sorted(self.models)}")
+        if self.default_profile not in self.profiles:
+            raise ValueError(f"default_profile '{self.default_profile}' is not one of profiles: {sorted(self.profiles)}")
+        if self.planner.model not in self.models:
+            raise ValueError(f"planner.model '{self.planner.model}' is not one of models: {sorted(self.models)}")
+        for kind, route in self.routes.items():
+            if route.model is not None and kind in ("chat", "code") and route.model not in self.models:
+                raise ValueError(f"routes.{kind}.model '{route.model}' is not one of models: {sorted(self.models)}")
+            if route.profile is not None and route.profile not in self.profiles:
+                raise ValueError(f"routes.{kind}.profile '{route.profile}' is not one of profiles: {sorted(self.profiles)}")
         return self
 
     # Derived locations inside the data directory, so one folder holds all state.
@@ -230,6 +324,10 @@ class Settings(StrictModel):
     @property
     def conversations_db(self) -> Path:
         return self.data_dir / "conversations.sqlite3"
+
+    @property
+    def tasks_db(self) -> Path:
+        return self.data_dir / "tasks.sqlite3"
 
     @property
     def run_dir(self) -> Path:

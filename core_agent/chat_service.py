@@ -1,8 +1,9 @@
-"""One chat turn: store the question, dispatch it, follow the answer, store the answer.
+"""One chat turn, end to end: store the question, route it, plan and run steps if
+needed, recall memory, stream the final answer, store it, record the task.
 
-The HTTP layer only translates between this service and the OpenAI wire format.
-The answer is consumed by a background task that stores it, so the turn is saved
-even if the client disconnects halfway through a stream.
+The HTTP layer only translates between this service and the wire formats. The whole
+turn runs as a background asyncio task, so it is stored and recorded even if the
+client disconnects halfway through a stream, and can be cancelled by id.
 """
 
 from __future__ import annotations
@@ -13,17 +14,22 @@ import random
 import re
 import uuid
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Protocol
 
 from configs.schema import Settings
+from core_agent.composer import answer_messages, failure_summary
 from core_agent.conversations import ConversationStore
 from core_agent.dispatcher import DispatchError, Dispatcher
-from workers.protocol import ChatMessage, ChatResult, ChatTask, ErrorInfo, GenerationParams
+from core_agent.plan_runner import PlanRunner, StepContext
+from core_agent.planner import Planner
+from core_agent.plans import InvalidPlan, Plan
+from core_agent.router import ROUTE_PROMPT, ROUTE_SCHEMA, Mode, Router
+from core_agent.task_store import TaskStore
+from workers.protocol import Attachment, ChatMessage, ChatTask, ErrorInfo, GenerationParams, TaskResult
 
 log = logging.getLogger("appliance.chat")
 
 CONVERSATION_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-CHAT_TASK = "chat.generate"
 CHAT_QUEUE = "chat"
 
 
@@ -38,6 +44,19 @@ class BadChatRequest(ChatFailed):
         super().__init__(ErrorInfo(code="bad_request", message=message, status=400))
 
 
+class MemoryContextLike(Protocol):
+    messages: list[ChatMessage]
+    sources: list[Any]
+
+
+class Memory(Protocol):
+    """What the chat path needs from the memory (core_agent/memory.py's MemoryClient)."""
+
+    async def retrieve_context(self, query: str, conversation_id: str | None = None) -> MemoryContextLike: ...
+
+    def kick(self) -> None: ...
+
+
 @dataclass
 class ChatTurn:
     """A chat request as the core sees it, independent of the HTTP format."""
@@ -47,20 +66,28 @@ class ChatTurn:
     params: GenerationParams = field(default_factory=GenerationParams)
     conversation_id: str | None = None
     stream: bool = True
+    mode: Mode = "auto"
+    profile: str | None = None
+    source: str = "owner"                  # "owner" or "webhook:<name>"
+    allow_code_execution: bool = False
+    allowed_workers: set[str] | None = None  # None = all
+    attachments: list[Attachment] = field(default_factory=list)
+    plan: Plan | None = None               # an explicit plan from the request
 
 
 @dataclass
 class ChatRun:
-    """A dispatched turn. Read `pieces()` for streamed text, or await `result()`."""
+    """A turn in progress. Read `pieces()` for streamed text, or await `result()`."""
 
     task_id: str
     conversation_id: str
     model: str
+    sources: list[dict[str, Any]] = field(default_factory=list)
     _pieces: asyncio.Queue = field(default_factory=asyncio.Queue)
     _outcome: asyncio.Future | None = None
 
     async def pieces(self) -> AsyncIterator[str]:
-        """New answer text as it arrives; raises ChatFailed if the task fails."""
+        """New answer text as it arrives; raises ChatFailed if the turn fails."""
         while True:
             item = await self._pieces.get()
             if item is None:
@@ -68,16 +95,13 @@ class ChatRun:
             yield item
         await self.result()
 
-    async def result(self) -> ChatResult:
+    async def result(self) -> TaskResult:
         assert self._outcome is not None
         return await asyncio.shield(self._outcome)
 
     async def first_piece(self) -> str | None:
-        """Wait for the first text (or the end); raises ChatFailed before any text is sent.
-
-        The HTTP layer calls this before it commits to a status code, so a missing
-        model is a 503, not an error buried inside a 200 stream.
-        """
+        """Wait for the first text (or the end); raises ChatFailed before any text is sent,
+        so the HTTP layer can still choose the status code (a missing model is a 503)."""
         item = await self._pieces.get()
         if item is None:
             await self.result()
@@ -85,27 +109,42 @@ class ChatRun:
 
 
 class ChatService:
-    def __init__(self, settings: Settings, store: ConversationStore, dispatcher: Dispatcher) -> None:
+    def __init__(self, settings: Settings, store: ConversationStore, dispatcher: Dispatcher,
+                 tasks: TaskStore, memory: Memory | None = None) -> None:
         self.settings = settings
         self.store = store
         self.dispatcher = dispatcher
-        self._background: set[asyncio.Task] = set()
+        self.tasks = tasks
+        self.memory = memory
+        self.router = Router(settings.router)
+        self.planner = Planner(settings, dispatcher)
+        self.runner = PlanRunner(settings, dispatcher, tasks)
+        self._turns: dict[str, asyncio.Task] = {}
 
-    def _conversation_for(self, turn: ChatTurn) -> tuple[str, bool]:
-        """The conversation id to use, and whether it already had turns."""
+    # --- starting a turn ---------------------------------------------------------
+
+    def _check(self, turn: ChatTurn) -> None:
+        if turn.model not in self.settings.models:
+            raise ChatFailed(ErrorInfo(
+                code="model_not_found", status=404,
+                message=f"model '{turn.model}' does not exist. Available: {sorted(self.settings.models)}"))
+        if turn.profile is not None and turn.profile not in self.settings.profiles:
+            raise BadChatRequest(f"profile '{turn.profile}' does not exist. Available: {sorted(self.settings.profiles)}")
+        if not any(m.role == "user" for m in turn.messages):
+            raise BadChatRequest("messages must contain at least one message with role 'user'")
+
+    def _conversation_for(self, turn: ChatTurn, title: str) -> tuple[str, bool]:
+        """The conversation id to use, and whether it already existed."""
         cid = turn.conversation_id
         if cid is None:
-            title = next((m.text() for m in reversed(turn.messages) if m.role == "user"), "")[:60]
-            return self.store.create(title=title or "New conversation").id, False
+            return self.store.create(title=title[:60] or "New conversation").id, False
         if not CONVERSATION_ID_RE.match(cid):
-            raise BadChatRequest(
-                "conversation_id must be 1-128 characters of letters, digits and _.:- "
-                f"(got {cid[:40]!r})")
+            raise BadChatRequest("conversation_id must be 1-128 characters of letters, digits and _.:- "
+                                 f"(got {cid[:40]!r})")
         if self.store.exists(cid):
             return cid, True
-        title = next((m.text() for m in reversed(turn.messages) if m.role == "user"), "")[:60]
         # An unknown id is created, so workflow tools can use their own thread ids.
-        return self.store.create(title=title or "New conversation", conversation_id=cid).id, False
+        return self.store.create(title=title[:60] or "New conversation", conversation_id=cid).id, False
 
     def _prompt(self, turn: ChatTurn, cid: str, existing: bool) -> list[ChatMessage]:
         """Messages for the model. Stored history is prepended only when the client sent
@@ -113,76 +152,149 @@ class ChatService:
         (the OpenAI convention) are taken as they are."""
         if not existing or any(m.role == "assistant" for m in turn.messages):
             return turn.messages
+        stored = self.store.messages(cid, limit=self.settings.history_messages)
         history = [ChatMessage(role=m.role, content=m.content)  # type: ignore[arg-type]
-                   for m in self.store.messages(cid, limit=self.settings.history_messages)
-                   if m.role in ("user", "assistant")]
+                   for m in stored if m.role in ("user", "assistant")]
         system = [m for m in turn.messages if m.role == "system"]
         rest = [m for m in turn.messages if m.role != "system"]
         return system + history + rest
 
-    async def start(self, turn: ChatTurn) -> ChatRun:
-        if turn.model not in self.settings.models:
-            raise ChatFailed(ErrorInfo(
-                code="model_not_found", status=404,
-                message=f"model '{turn.model}' does not exist. Available: {sorted(self.settings.models)}"))
-        if not any(m.role == "user" for m in turn.messages):
-            raise BadChatRequest("messages must contain at least one message with role 'user'")
-        cid, existing = self._conversation_for(turn)
-        prompt = self._prompt(turn, cid, existing)
-        user_text = next(m.text() for m in reversed(turn.messages) if m.role == "user")
+    def _params(self, turn: ChatTurn) -> GenerationParams:
+        """Request parameters over the chosen profile's defaults."""
+        profile = self.settings.profiles[turn.profile or self.settings.default_profile]
         params = turn.params.model_copy()
+        params.max_tokens = params.max_tokens or profile.max_tokens
+        params.temperature = profile.temperature if params.temperature is None else params.temperature
+        params.thinking = profile.thinking if params.thinking is None else params.thinking
         if params.seed is None:
             # A fixed seed per task lets a redelivered task regenerate the same text.
             params.seed = random.randrange(2**31)
-        task = ChatTask(model=turn.model, messages=prompt, params=params, stream=True)
+        return params
+
+    async def start(self, turn: ChatTurn) -> ChatRun:
+        self._check(turn)
+        question = next(m.text() for m in reversed(turn.messages) if m.role == "user")
+        cid, existing = self._conversation_for(turn, question)
+        prompt = self._prompt(turn, cid, existing)
         task_id = uuid.uuid4().hex
-        self.store.append(cid, "user", user_text, task_id=task_id, model=turn.model)
-        await self.dispatcher.submit(CHAT_TASK, task.model_dump(), task_id=task_id)
+        self.store.append(cid, "user", question, task_id=task_id, model=turn.model,
+                          meta={"images": len(turn.attachments)} if turn.attachments else None)
         run = ChatRun(task_id=task_id, conversation_id=cid, model=turn.model)
         run._outcome = asyncio.get_running_loop().create_future()
-        bg = asyncio.create_task(self._follow(run))
-        self._background.add(bg)
-        bg.add_done_callback(self._background.discard)
+        job = asyncio.create_task(self._turn(run, turn, question, prompt))
+        self._turns[task_id] = job
+        job.add_done_callback(lambda _: self._turns.pop(task_id, None))
         return run
 
-    async def _follow(self, run: ChatRun) -> None:
-        """Consume the task's events, forward text once, store the answer, settle the run."""
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel a running turn: revoke its pending steps. False if it is not running."""
+        job = self._turns.get(task_id)
+        if job is None:
+            return False
+        job.cancel()
+        await asyncio.gather(job, return_exceptions=True)
+        for celery_id in (task_id, f"{task_id}.plan", f"{task_id}.answer"):
+            await self.dispatcher.revoke(celery_id)
+        return True
+
+    # --- running a turn ------------------------------------------------------------
+
+    async def _ask_route(self, question: str) -> str:
+        task = ChatTask(model=self.settings.planner.model, stream=False,
+                        messages=[ChatMessage(role="system", content=ROUTE_PROMPT),
+                                  ChatMessage(role="user", content=question)],
+                        params=GenerationParams(max_tokens=self.settings.router.model_max_tokens, temperature=0.0,
+                                                thinking=False, seed=0, response_format={
+                                                    "type": "json_schema",
+                                                    "json_schema": {"name": "route", "schema": ROUTE_SCHEMA}}))
+        return (await self.dispatcher.call("chat.generate", task.model_dump(), queue=CHAT_QUEUE)).text
+
+    async def _plan_steps(self, run: ChatRun, turn: ChatTurn, question: str,
+                          prompt: list[ChatMessage]) -> list[ChatMessage]:
+        """Plan and run the steps; return the messages for the final answer."""
+        try:
+            plan = await self.planner.plan(question, run.task_id, turn.plan, bool(turn.attachments),
+                                           turn.allowed_workers)
+        except (InvalidPlan, DispatchError) as exc:
+            # Never a 500: a request we cannot plan is answered directly.
+            log.warning("task %s: no usable plan, answering directly: %s", run.task_id, exc)
+            await self.tasks.set_plan(run.task_id, {"steps": [], "fallback": str(exc)}, {}, mode="direct")
+            return prompt
+        queues = {kind: route.queue for kind, route in self.settings.routes.items()}
+        await self.tasks.set_plan(run.task_id, plan.model_dump(), queues)
+        ctx = StepContext(attachments=turn.attachments, allow_code_execution=turn.allow_code_execution,
+                          profile=turn.profile, adapter=turn.params.adapter)
+        outcomes = await self.runner.run(run.task_id, plan, ctx)
+        failed = failure_summary(outcomes)
+        if failed:
+            log.warning("task %s: steps failed: %s", run.task_id, failed)
+        return answer_messages(prompt, question, plan, outcomes)
+
+    async def _turn(self, run: ChatRun, turn: ChatTurn, question: str, prompt: list[ChatMessage]) -> None:
         assert run._outcome is not None
+        status, error = "failed", None
+        try:
+            decision = await self.router.decide(question, turn.mode, bool(turn.attachments), self._ask_route)
+            await self.tasks.create(run.task_id, run.conversation_id, decision.route, turn.source, decision.reason)
+            messages = prompt
+            answer_id = run.task_id
+            if decision.route == "plan":
+                messages = await self._plan_steps(run, turn, question, prompt)
+                answer_id = f"{run.task_id}.answer"
+            if self.memory is not None:
+                recalled = await self.memory.retrieve_context(question, run.conversation_id)
+                run.sources = [s.model_dump() for s in recalled.sources]
+                messages = list(recalled.messages) + messages
+            task = ChatTask(model=turn.model, messages=messages, params=self._params(turn), stream=True)
+            await self.dispatcher.submit("chat.generate", task.model_dump(), task_id=answer_id, queue=CHAT_QUEUE)
+            result = await self._follow(run, answer_id)
+            self.store.append(run.conversation_id, "assistant", result.text, task_id=run.task_id, model=run.model,
+                              meta={"usage": result.usage.model_dump(), "finish_reason": result.finish_reason,
+                                    "attempt": result.attempt, "sources": run.sources})
+            run._outcome.set_result(result)
+            status = "succeeded"
+            if self.memory is not None:
+                self.memory.kick()  # index the new turns now rather than at the next poll
+        except asyncio.CancelledError:
+            status, error = "cancelled", "cancelled by the owner"
+            run._outcome.set_exception(ChatFailed(ErrorInfo(code="cancelled", status=409, message=error)))
+        except ChatFailed as exc:
+            error = exc.info.message
+            run._outcome.set_exception(exc)
+        except DispatchError as exc:
+            error = exc.info.message
+            run._outcome.set_exception(ChatFailed(exc.info))
+        except Exception as exc:  # never leave a client waiting on a broken turn
+            log.exception("task %s failed", run.task_id)
+            error = f"{exc.__class__.__name__}: {exc}"
+            run._outcome.set_exception(ChatFailed(ErrorInfo(code="internal", status=500, message=error)))
+        finally:
+            run._pieces.put_nowait(None)
+            # Retrieve the exception so asyncio does not log it as never retrieved.
+            run._outcome.add_done_callback(lambda f: f.cancelled() or f.exception())
+            try:
+                await asyncio.shield(self.tasks.finish(run.task_id, status, error=error, sources=run.sources))
+            except Exception:
+                log.exception("could not record the end of task %s", run.task_id)
+
+    async def _follow(self, run: ChatRun, answer_id: str) -> TaskResult:
+        """Forward the answer's text once, across redeliveries, and return its result."""
         forwarded = 0      # characters already handed to the client
         current = ""       # text of the attempt now running
         attempt = 1
-        try:
-            async for event in self.dispatcher.events(run.task_id, CHAT_QUEUE):
-                if event.attempt > attempt:
-                    # The worker died and the task was redelivered: the new attempt
-                    # regenerates (same seed) and we forward only what is new.
-                    log.warning("task %s redelivered (attempt %d)", run.task_id, event.attempt)
-                    attempt, current = event.attempt, ""
-                if event.type == "token":
-                    current += event.text
-                    if len(current) > forwarded:
-                        run._pieces.put_nowait(current[forwarded:])
-                        forwarded = len(current)
-                elif event.type == "done" and event.result is not None:
-                    result = event.result
-                    self.store.append(run.conversation_id, "assistant", result.text, task_id=run.task_id,
-                                      model=run.model, meta={"usage": result.usage.model_dump(),
-                                                             "finish_reason": result.finish_reason,
-                                                             "attempt": result.attempt})
-                    run._outcome.set_result(result)
-                    return
-                elif event.type == "error" and event.error is not None:
-                    run._outcome.set_exception(ChatFailed(event.error))
-                    return
-        except DispatchError as exc:
-            run._outcome.set_exception(ChatFailed(exc.info))
-        except Exception as exc:  # never leave a client waiting on a broken follower
-            log.exception("following task %s failed", run.task_id)
-            run._outcome.set_exception(ChatFailed(ErrorInfo(code="internal", status=500, message=str(exc))))
-        finally:
-            run._pieces.put_nowait(None)
-            if not run._outcome.done():
-                run._outcome.set_exception(ChatFailed(ErrorInfo(
-                    code="internal", status=500, message="the task ended without a result")))
-            # Retrieve the exception so asyncio does not log it as never retrieved.
-            run._outcome.add_done_callback(lambda f: f.exception())
+        async for event in self.dispatcher.events(answer_id, CHAT_QUEUE):
+            if event.attempt > attempt:
+                # The worker died and the task was redelivered: the new attempt
+                # regenerates (same seed) and only text beyond what was sent goes out.
+                log.warning("task %s redelivered (attempt %d)", answer_id, event.attempt)
+                attempt, current = event.attempt, ""
+            if event.type == "token":
+                current += event.text
+                if len(current) > forwarded:
+                    run._pieces.put_nowait(current[forwarded:])
+                    forwarded = len(current)
+            elif event.type == "done" and event.result is not None:
+                return event.result
+            elif event.type == "error" and event.error is not None:
+                raise ChatFailed(event.error)
+        raise ChatFailed(ErrorInfo(code="internal", status=500, message="the answer ended without a result"))

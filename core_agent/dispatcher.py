@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from celery import Celery
 
 from configs.schema import Settings
-from workers.protocol import ErrorInfo, StreamEvent, stream_key
+from workers.protocol import ErrorInfo, StreamEvent, TaskResult, stream_key
 
 
 READ_BLOCK_S = 2.0
@@ -30,17 +30,34 @@ class DispatchError(Exception):
         self.info = info
 
 
+class TaskFailed(DispatchError):
+    """The worker ran the task and reported an error."""
+
+
 class Dispatcher:
     def __init__(self, settings: Settings, celery: Celery, redis: aioredis.Redis) -> None:
         self.settings = settings
         self.celery = celery
         self.redis = redis
 
-    async def submit(self, task_name: str, payload: dict[str, Any], task_id: str | None = None) -> str:
+    async def submit(self, task_name: str, payload: dict[str, Any], task_id: str | None = None,
+                     queue: str | None = None) -> str:
+        """Queue a task by name; `queue` overrides the queue its name prefix routes to."""
         task_id = task_id or uuid.uuid4().hex
+        options: dict[str, Any] = {"queue": queue} if queue else {}
         # kombu's publish is a blocking socket write; keep it off the event loop.
-        await asyncio.to_thread(self.celery.send_task, task_name, args=[payload], task_id=task_id)
+        await asyncio.to_thread(self.celery.send_task, task_name, args=[payload], task_id=task_id, **options)
         return task_id
+
+    async def call(self, task_name: str, payload: dict[str, Any], queue: str, task_id: str | None = None) -> TaskResult:
+        """Run a task and return its result; raise TaskFailed with the worker's error."""
+        task_id = await self.submit(task_name, payload, task_id=task_id, queue=queue)
+        async for event in self.events(task_id, queue):
+            if event.type == "done" and event.result is not None:
+                return event.result
+            if event.type == "error" and event.error is not None:
+                raise TaskFailed(event.error)
+        raise TaskFailed(ErrorInfo(code="internal", status=500, message=f"task {task_id} ended without a result"))
 
     async def events(self, task_id: str, queue: str) -> AsyncIterator[StreamEvent]:
         """Yield the task's events until 'done' or 'error' of its latest attempt."""

@@ -301,10 +301,10 @@ class MemoryClient:
 
 def memory_for(state: Any) -> MemoryClient:
     """The MemoryClient of this API process (kept on the AppState)."""
-    client = getattr(state, "_memory_client", None)
+    client = getattr(state, "memory", None)
     if client is None:
         client = MemoryClient(state.settings, state.store, state.celery, state.redis)
-        setattr(state, "_memory_client", client)
+        setattr(state, "memory", client)
     client.ensure_drainer()
     return client
 

@@ -1,18 +1,21 @@
-"""The `chat` queue: run a chat model and stream its tokens back to the core."""
+"""The `chat` queue: run a chat model, streaming its tokens back to the core."""
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from celery.signals import worker_process_init
 
-from workers.backends.base import BackendError, TransientBackendError
+from workers.backends.base import BackendError
 from workers.backends.registry import chat_backend
 from workers.celery_app import app
 from workers.events import EventPublisher
-from workers.protocol import ChatResult, ChatTask, ErrorInfo, Usage
-from workers.runtime import models_to_preload, redis_client, settings
+from workers.protocol import ChatTask, StepTask, TaskResult, Usage
+from workers.published_task import published_task
+from workers.runtime import models_to_preload, settings
+from workers.step_prompts import step_messages
 
 log = logging.getLogger("appliance.worker.chat")
 
@@ -31,8 +34,8 @@ def _preload_models(**_: object) -> None:
             log.error("cannot preload model %s: %s", name, exc)
 
 
-def run_chat(task: ChatTask, publisher: EventPublisher) -> ChatResult:
-    """Generate the answer, publishing each piece as it arrives."""
+def run_chat(task: ChatTask, publisher: EventPublisher) -> TaskResult:
+    """Generate the answer, publishing each piece as it arrives (when streaming)."""
     started = time.perf_counter()
     backend = chat_backend(settings(), task.model)
     parts: list[str] = []
@@ -46,31 +49,22 @@ def run_chat(task: ChatTask, publisher: EventPublisher) -> ChatResult:
             finish = delta.finish_reason
         if delta.usage:
             usage = delta.usage
-    return ChatResult(text="".join(parts), finish_reason=finish, model=task.model, usage=usage,
-                      attempt=publisher.attempt, seconds=time.perf_counter() - started)
+    return TaskResult(text="".join(parts), finish_reason=finish, model=task.model, adapter=task.params.adapter,
+                      usage=usage, attempt=publisher.attempt, seconds=time.perf_counter() - started)
 
 
-@app.task(name="chat.generate", bind=True, max_retries=2)
-def generate(self, payload: dict) -> dict:
-    task = ChatTask.model_validate(payload)
-    publisher = EventPublisher(redis_client(), self.request.id, settings().celery.result_expires_s)
-    publisher.start_attempt()
-    try:
-        result = run_chat(task, publisher)
-    except TransientBackendError as exc:
-        if self.request.retries < self.max_retries:
-            raise self.retry(exc=exc, countdown=2 ** self.request.retries)
-        publisher.error(exc.info())
-        raise
-    except BackendError as exc:
-        publisher.error(exc.info())
-        raise
-    except Exception as exc:  # an unexpected bug still reaches the owner as a clear error
-        log.exception("chat task %s failed", self.request.id)
-        publisher.error(ErrorInfo(code="worker_error", message=f"{exc.__class__.__name__}: {exc}", status=500))
-        raise
-    publisher.done(result)
-    return result.model_dump()
+@published_task("chat.generate")
+def generate(payload: dict[str, Any], publisher: EventPublisher) -> TaskResult:
+    return run_chat(ChatTask.model_validate(payload), publisher)
+
+
+@published_task("chat.step")
+def step(payload: dict[str, Any], publisher: EventPublisher) -> TaskResult:
+    """A plan step for the general chat model."""
+    task = StepTask.model_validate(payload)
+    model = task.model or settings().routes["chat"].model or settings().default_model
+    messages = step_messages(task, role="a careful assistant")
+    return run_chat(ChatTask(model=model, messages=messages, params=task.params, stream=False), publisher)
 
 
 @app.task(name="chat.check_models")
@@ -84,3 +78,5 @@ def check_models() -> dict[str, str]:
         except BackendError as exc:
             status[name] = str(exc)
     return status
+
+

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import redis
 
-from workers.protocol import ChatResult, ErrorInfo, StreamEvent, attempt_key, stream_key
+from workers.protocol import TaskResult, ErrorInfo, StreamEvent, attempt_key, stream_key
 
 STREAM_MAXLEN = 20_000
 
@@ -34,7 +34,7 @@ class EventPublisher:
     def token(self, text: str) -> None:
         self._emit(StreamEvent(type="token", attempt=self.attempt, text=text), expire=False)
 
-    def done(self, result: ChatResult) -> None:
+    def done(self, result: TaskResult) -> None:
         self._emit(StreamEvent(type="done", attempt=self.attempt, result=result))
 
     def error(self, info: ErrorInfo) -> None:

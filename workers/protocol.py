@@ -45,6 +45,8 @@ class GenerationParams(BaseModel):
     # OpenAI-style response_format, e.g. {"type": "json_schema", "json_schema": {...}}
     response_format: dict[str, Any] | None = None
     adapter: str | None = None
+    # Qwen3 thinking (vLLM chat_template_kwargs.enable_thinking); None = model default.
+    thinking: bool | None = None
 
 
 class ChatTask(BaseModel):
@@ -63,13 +65,38 @@ class Usage(BaseModel):
         return self.prompt_tokens + self.completion_tokens
 
 
-class ChatResult(BaseModel):
+class TaskResult(BaseModel):
+    """What every worker task returns: text for the next step or the owner, plus facts."""
+
     text: str
     finish_reason: str = "stop"
     model: str
+    adapter: str | None = None
     usage: Usage = Field(default_factory=Usage)
     attempt: int = 1
     seconds: float = 0.0
+    # Worker-specific details (sandbox exit code, OCR boxes, vector sizes, ...).
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Attachment(BaseModel):
+    """An image sent with a request, as a data URL (validated by the API)."""
+
+    data_url: str
+    name: str = "image"
+
+
+class StepTask(BaseModel):
+    """One plan step for a worker: do `instruction`, given the results it depends on."""
+
+    task_id: str
+    step_id: str
+    instruction: str
+    inputs: dict[str, str] = Field(default_factory=dict)   # step id -> that step's result text
+    model: str | None = None
+    params: GenerationParams = Field(default_factory=GenerationParams)
+    attachments: list[Attachment] = Field(default_factory=list)
+    allow_code_execution: bool = False
 
 
 class ErrorInfo(BaseModel):
@@ -84,5 +111,5 @@ class StreamEvent(BaseModel):
     type: Literal["attempt", "token", "done", "error"]
     attempt: int = 1
     text: str = ""
-    result: ChatResult | None = None
+    result: TaskResult | None = None
     error: ErrorInfo | None = None

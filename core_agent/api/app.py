@@ -14,14 +14,17 @@ from fastapi import FastAPI
 
 from configs.loader import get_settings
 from configs.schema import Settings
-from core_agent.api import routes_conversations, routes_health, routes_openai
+from core_agent.api import routes_conversations, routes_health, routes_openai, routes_tasks
 from core_agent.api import routes_embeddings, routes_memory
+from core_agent.api import routes_webhooks
 from core_agent.api.body_limit import BodySizeLimit
 from core_agent.api.deps import AppState
 from core_agent.api.errors import install_error_handlers
 from core_agent.chat_service import ChatService
 from core_agent.conversations import ConversationStore
 from core_agent.dispatcher import Dispatcher
+from core_agent.memory import MemoryClient
+from core_agent.task_store import TaskStore
 from core_agent.owner_token import ensure_owner_token
 from workers.celery_app import create_celery_app
 
@@ -33,9 +36,11 @@ def build_state(settings: Settings) -> AppState:
     celery = create_celery_app(settings)
     redis = aioredis.Redis.from_url(settings.redis_url)
     dispatcher = Dispatcher(settings, celery, redis)
+    tasks = TaskStore(settings.tasks_db, redis)
+    memory = MemoryClient(settings, store, celery, redis)
     return AppState(settings=settings, owner_token=ensure_owner_token(settings), store=store,
-                    celery=celery, redis=redis, dispatcher=dispatcher,
-                    chat=ChatService(settings, store, dispatcher))
+                    celery=celery, redis=redis, dispatcher=dispatcher, tasks=tasks, memory=memory,
+                    chat=ChatService(settings, store, dispatcher, tasks, memory))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -45,7 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         log.info("API ready on %s (profile %s, data %s)", settings.api_url, settings.profile, settings.data_dir)
+        state.memory.ensure_drainer()  # index turns stored while the API was down
         yield
+        await state.memory.stop()
         await state.redis.aclose()
 
     app = FastAPI(title="Appliance API", version="0.1.0", lifespan=lifespan,
@@ -56,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_health.router)
     app.include_router(routes_openai.router)
     app.include_router(routes_conversations.router)
+    app.include_router(routes_tasks.router)
     app.include_router(routes_memory.router)
     app.include_router(routes_embeddings.router)
+    app.include_router(routes_webhooks.router)
     return app

@@ -14,6 +14,8 @@ from configs.schema import Settings
 from core_agent.chat_service import ChatService
 from core_agent.conversations import ConversationStore
 from core_agent.dispatcher import Dispatcher
+from core_agent.memory import MemoryClient
+from core_agent.task_store import TaskStore
 
 
 @dataclass
@@ -24,6 +26,8 @@ class AppState:
     celery: Celery
     redis: aioredis.Redis
     dispatcher: Dispatcher
+    tasks: TaskStore
+    memory: MemoryClient
     chat: ChatService
 
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core_agent.plans import Plan
 from workers.protocol import ChatMessage
 
 
@@ -39,6 +40,10 @@ class ChatCompletionRequest(BaseModel):
     # --- extensions ---
     conversation_id: str | None = None
     adapter: str | None = None
+    profile: str | None = None                      # fast | think | code | dialog (configs/routes.yaml)
+    mode: Literal["auto", "direct", "plan"] = "auto"
+    plan: Plan | None = None                        # run these steps instead of asking the planner
+    allow_code_execution: bool = False              # also needs sandbox.enabled
 
     @field_validator("n")
     @classmethod
@@ -80,6 +85,7 @@ class ChatCompletionResponse(BaseModel):
     # --- extensions ---
     conversation_id: str
     task_id: str
+    sources: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class DeltaMessage(BaseModel):

@@ -22,13 +22,14 @@ from core_agent.api.openai_protocol import (
     ResponseMessage,
     UsageInfo,
 )
-from core_agent.chat_service import ChatFailed, ChatRun, ChatTurn
-from workers.protocol import ChatResult, GenerationParams
+from core_agent.chat_service import BadChatRequest, ChatFailed, ChatRun, ChatTurn
+from workers.images import BadImage, decode_data_url
+from workers.protocol import Attachment, ChatMessage, GenerationParams, TaskResult
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_owner)], tags=["openai"])
 
 
-def _usage(result: ChatResult) -> UsageInfo:
+def _usage(result: TaskResult) -> UsageInfo:
     u = result.usage
     return UsageInfo(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
                      total_tokens=u.total_tokens)
@@ -38,15 +39,41 @@ def _run_headers(run: ChatRun) -> dict[str, str]:
     return {"X-Task-Id": run.task_id, "X-Conversation-Id": run.conversation_id}
 
 
+def _attachments(messages: list[ChatMessage], state: AppState) -> tuple[list[ChatMessage], list[Attachment]]:
+    """Split image parts off the messages (validated here, so a bad image is a 400/413
+    before anything is queued); the model sees the text, the vision worker the images."""
+    limits = state.settings.vision
+    attachments: list[Attachment] = []
+    cleaned: list[ChatMessage] = []
+    for message in messages:
+        if isinstance(message.content, str):
+            cleaned.append(message)
+            continue
+        for part in message.content:
+            if part.get("type") == "image_url":
+                url = (part.get("image_url") or {}).get("url", "")
+                try:
+                    decode_data_url(url, limits.max_image_bytes, limits.max_pixels)
+                except BadImage as exc:
+                    raise ChatFailed(exc.info()) from None
+                attachments.append(Attachment(data_url=url, name=f"image-{len(attachments) + 1}"))
+            elif part.get("type") != "text":
+                raise BadChatRequest(f"content part type '{part.get('type')}' is not supported; use text or image_url")
+        cleaned.append(ChatMessage(role=message.role, content=message.text()))
+    return cleaned, attachments
+
+
 def _turn(body: ChatCompletionRequest, state: AppState, conversation_header: str | None) -> ChatTurn:
     params = GenerationParams(
         max_tokens=body.max_completion_tokens or body.max_tokens, temperature=body.temperature,
         top_p=body.top_p, stop=body.stop_list(), seed=body.seed,
         response_format=body.response_format, adapter=body.adapter,
     )
-    return ChatTurn(model=body.model or state.settings.default_model, messages=body.messages,
+    messages, attachments = _attachments(body.messages, state)
+    return ChatTurn(model=body.model or state.settings.default_model, messages=messages,
                     params=params, conversation_id=body.conversation_id or conversation_header,
-                    stream=body.stream)
+                    stream=body.stream, mode=body.mode, profile=body.profile, source="owner",
+                    allow_code_execution=body.allow_code_execution, attachments=attachments, plan=body.plan)
 
 
 def _sse(chunk: ChatCompletionChunk | dict) -> str:
@@ -102,7 +129,7 @@ async def chat_completions(
     response = ChatCompletionResponse(
         id=f"chatcmpl-{run.task_id}", model=run.model,
         choices=[Choice(message=ResponseMessage(content=result.text), finish_reason=result.finish_reason)],
-        usage=_usage(result), conversation_id=run.conversation_id, task_id=run.task_id,
+        usage=_usage(result), conversation_id=run.conversation_id, task_id=run.task_id, sources=run.sources,
     )
     return JSONResponse(response.model_dump(), headers=_run_headers(run))
 

@@ -62,6 +62,9 @@ class OpenAICompatibleChat:
             kwargs["seed"] = params.seed
         if params.response_format:
             kwargs["response_format"] = params.response_format
+        if params.thinking is not None:
+            # vLLM passes this to the chat template (Qwen3's enable_thinking switch).
+            kwargs["extra_body"] = {"chat_template_kwargs": {"enable_thinking": params.thinking}}
         return kwargs
 
     def stream(self, messages: list[ChatMessage], params: GenerationParams) -> Iterator[ChatDelta]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from configs.schema import ChatModelConfig, EmbeddingModelConfig, Settings
+from configs.schema import ChatModelConfig, EmbeddingModelConfig, Settings, VisionConfig
 from workers.backends.base import ChatBackend, ModelUnavailable
 from workers.backends.embeddings import (
     EmbeddingBackend,
@@ -17,13 +17,20 @@ from workers.backends.embeddings import (
 )
 from workers.backends.llamacpp_chat import LlamaCppChat
 from workers.backends.openai_chat import OpenAICompatibleChat
+from workers.backends.vision import OpenAICompatibleVision, RapidOcrVision, VisionBackend
 
 CHAT_BACKENDS: dict[str, Callable[[str, ChatModelConfig], ChatBackend]] = {
     "llamacpp": LlamaCppChat,
     "openai": OpenAICompatibleChat,
 }
 
+VISION_BACKENDS: dict[str, Callable[[VisionConfig], VisionBackend]] = {
+    "rapidocr": RapidOcrVision,
+    "openai": OpenAICompatibleVision,
+}
+
 _chat_cache: dict[str, ChatBackend] = {}
+_vision_cache: dict[str, VisionBackend] = {}
 
 
 def chat_backend(settings: Settings, model_name: str) -> ChatBackend:
@@ -64,6 +71,15 @@ def embedding_backend(settings: Settings, model_name: str | None = None) -> Embe
     return backend
 
 
+def vision_backend(settings: Settings) -> VisionBackend:
+    """The process-wide vision backend chosen by `vision.backend`."""
+    kind = settings.vision.backend
+    if kind not in _vision_cache:
+        _vision_cache[kind] = VISION_BACKENDS[kind](settings.vision)
+    return _vision_cache[kind]
+
+
 def clear_cache() -> None:
     _chat_cache.clear()
+    _vision_cache.clear()
     _embedding_cache.clear()

@@ -1,0 +1,84 @@
+"""What a request did: GET /tasks/{id}, live GET /tasks/{id}/events, DELETE /tasks/{id},
+and the routing summary GET /stats/routes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import AsyncIterator
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import StreamingResponse
+
+from core_agent.api.deps import AppState, get_state, require_owner
+from core_agent.task_store import EVENTS_KEY, TERMINAL_TASK, RouteStat, TaskNotFound, TaskRecord
+
+router = APIRouter(dependencies=[Depends(require_owner)], tags=["tasks"])
+
+EVENTS_BLOCK_MS = 2000
+# A stream with no news for this long is closed; the client can reconnect.
+EVENTS_IDLE_S = 600
+
+
+def _task(state: AppState, task_id: str) -> TaskRecord:
+    try:
+        return state.tasks.get(task_id)
+    except TaskNotFound:
+        raise HTTPException(404, f"task '{task_id}' does not exist") from None
+
+
+@router.get("/tasks/{task_id}", response_model=TaskRecord)
+def get_task(task_id: str, request: Request) -> TaskRecord:
+    return _task(get_state(request), task_id)
+
+
+async def _event_stream(state: AppState, task_id: str) -> AsyncIterator[str]:
+    """Every recorded event from the start, then live ones, until the task ends."""
+    key = EVENTS_KEY.format(task_id)
+    last_id = "0-0"
+    idle = 0.0
+    while idle < EVENTS_IDLE_S:
+        reply = await state.redis.xread({key: last_id}, block=EVENTS_BLOCK_MS, count=100)
+        if not reply:
+            idle += EVENTS_BLOCK_MS / 1000
+            if _task(state, task_id).status in TERMINAL_TASK:
+                break  # finished before the client attached and its events expired
+            continue
+        idle = 0.0
+        for entry_id, fields in reply[0][1]:
+            last_id = entry_id
+            event = json.loads(fields[b"e"])
+            yield f"data: {json.dumps(event)}\n\n"
+            if event.get("type") == "task" and event.get("status") in TERMINAL_TASK:
+                yield "data: [DONE]\n\n"
+                return
+    yield "data: [DONE]\n\n"
+
+
+@router.get("/tasks/{task_id}/events")
+async def task_events(task_id: str, request: Request) -> StreamingResponse:
+    state = get_state(request)
+    _task(state, task_id)
+    return StreamingResponse(_event_stream(state, task_id), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})
+
+
+@router.delete("/tasks/{task_id}", response_model=TaskRecord)
+async def cancel_task(task_id: str, request: Request) -> TaskRecord:
+    state = get_state(request)
+    record = _task(state, task_id)
+    if record.status in TERMINAL_TASK:
+        raise HTTPException(409, f"task '{task_id}' already {record.status}; nothing to cancel")
+    if not await state.chat.cancel(task_id):
+        raise HTTPException(409, f"task '{task_id}' is not running in this API process")
+    for _ in range(50):  # the turn records its cancellation as it unwinds
+        record = _task(state, task_id)
+        if record.status in TERMINAL_TASK:
+            break
+        await asyncio.sleep(0.05)
+    return record
+
+
+@router.get("/stats/routes", response_model=list[RouteStat])
+def route_stats(request: Request) -> list[RouteStat]:
+    return get_state(request).tasks.route_stats()

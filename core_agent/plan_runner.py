@@ -1,0 +1,158 @@
+"""Run a plan's steps on their queues: parallel where independent, in order where not.
+
+Our own small DAG runner on asyncio (not a Celery canvas): the API process already
+follows each task's event stream, a canvas cannot pass a step's result into the
+*instruction* of the next step without a callback task per edge, and this way the
+runner can enforce the per-step timeout, the wall-time limit, the loop guard and
+cancellation itself, and record every state change for /tasks/{id}/events.
+See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+from configs.schema import Settings
+from core_agent.dispatcher import DispatchError, Dispatcher
+from core_agent.plans import Plan, PlanStep
+from core_agent.task_store import TaskStore, summarize
+from workers.protocol import Attachment, GenerationParams, StepTask, TaskResult
+
+log = logging.getLogger("appliance.plan_runner")
+
+
+@dataclass
+class StepContext:
+    """What every step of one request shares."""
+
+    attachments: list[Attachment] = field(default_factory=list)
+    allow_code_execution: bool = False
+    profile: str | None = None
+    adapter: str | None = None   # the request's explicit adapter, if any
+
+
+@dataclass
+class StepOutcome:
+    step: PlanStep
+    state: str                    # succeeded | failed | skipped | cancelled
+    result: TaskResult | None = None
+    error: str | None = None
+
+
+class PlanRunner:
+    def __init__(self, settings: Settings, dispatcher: Dispatcher, tasks: TaskStore) -> None:
+        self.settings = settings
+        self.dispatcher = dispatcher
+        self.tasks = tasks
+
+    def _params(self, step: PlanStep, ctx: StepContext) -> GenerationParams:
+        route = self.settings.routes[step.worker]
+        name = step.profile or ctx.profile or route.profile or self.settings.default_profile
+        profile = self.settings.profiles.get(name) or self.settings.profiles[self.settings.default_profile]
+        return GenerationParams(max_tokens=profile.max_tokens, temperature=profile.temperature,
+                                thinking=profile.thinking, adapter=step.adapter or ctx.adapter or route.adapter)
+
+    async def run(self, task_id: str, plan: Plan, ctx: StepContext) -> dict[str, StepOutcome]:
+        limits = self.settings.planner
+        outcomes: dict[str, StepOutcome] = {}
+        running: dict[asyncio.Task, PlanStep] = {}
+        seen: dict[str, str] = {}   # loop guard: input fingerprint -> step that had it
+        deadline = time.monotonic() + limits.max_wall_s
+        waiting = list(plan.steps)
+        try:
+            while waiting or running:
+                for step in [s for s in waiting if all(d in outcomes for d in s.depends_on)]:
+                    waiting.remove(step)
+                    failed = [d for d in step.depends_on if outcomes[d].state != "succeeded"]
+                    if failed:
+                        await self._settle(task_id, outcomes, StepOutcome(
+                            step, "skipped", error=f"not run: step(s) {failed} did not succeed"))
+                        continue
+                    inputs = {d: outcomes[d].result.text for d in step.depends_on}  # type: ignore[union-attr]
+                    key = hashlib.sha256(json.dumps([step.worker, step.instruction, inputs]).encode()).hexdigest()
+                    if key in seen:
+                        await self._settle(task_id, outcomes, StepOutcome(
+                            step, "skipped", error=f"loop guard: same worker and input as step '{seen[key]}'"))
+                        continue
+                    seen[key] = step.id
+                    running[asyncio.create_task(self._run_step(task_id, step, inputs, ctx))] = step
+                if not running:
+                    continue
+                remaining = deadline - time.monotonic()
+                done, _ = await asyncio.wait(running, timeout=max(remaining, 0),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    await self._abandon(task_id, running, outcomes, waiting,
+                                        f"planner.max_wall_s ({limits.max_wall_s:g}s) exceeded", "failed")
+                    break
+                for finished in done:
+                    running.pop(finished)
+                    await self._settle(task_id, outcomes, finished.result())
+        except asyncio.CancelledError:
+            await self._abandon(task_id, running, outcomes, waiting, "cancelled by the owner", "cancelled")
+            raise
+        return outcomes
+
+    async def _settle(self, task_id: str, outcomes: dict[str, StepOutcome], outcome: StepOutcome) -> None:
+        outcomes[outcome.step.id] = outcome
+        if outcome.state in ("skipped", "cancelled"):
+            await self.tasks.update_step(task_id, outcome.step.id, state=outcome.state, error=outcome.error)
+
+    async def _abandon(self, task_id: str, running: dict[asyncio.Task, PlanStep],
+                       outcomes: dict[str, StepOutcome], waiting: list[PlanStep], reason: str, state: str) -> None:
+        """Stop what runs (revoking its Celery tasks) and mark everything unfinished."""
+        for task, step in running.items():
+            task.cancel()
+            await self.dispatcher.revoke(self._celery_id(task_id, step))
+        await asyncio.gather(*running, return_exceptions=True)
+        for step in running.values():
+            outcomes[step.id] = StepOutcome(step, state, error=reason)
+            await self.tasks.update_step(task_id, step.id, state=state, error=reason, finished_at=time.time())
+        for step in waiting:
+            await self._settle(task_id, outcomes, StepOutcome(step, "cancelled", error=reason))
+
+    @staticmethod
+    def _celery_id(task_id: str, step: PlanStep) -> str:
+        return f"{task_id}.{step.id}"
+
+    async def _run_step(self, task_id: str, step: PlanStep, inputs: dict[str, str], ctx: StepContext) -> StepOutcome:
+        route = self.settings.routes[step.worker]
+        params = self._params(step, ctx)
+        model = route.model if step.worker in ("chat", "code") else None
+        payload = StepTask(task_id=task_id, step_id=step.id, instruction=step.instruction, inputs=inputs,
+                           model=model, params=params,
+                           attachments=ctx.attachments if step.worker == "vision" else [],
+                           allow_code_execution=ctx.allow_code_execution)
+        started = time.time()
+        await self.tasks.update_step(task_id, step.id, state="running", started_at=started, model=model,
+                                     adapter=params.adapter)
+        timeout = self.settings.planner.step_timeout_s
+        try:
+            result = await asyncio.wait_for(
+                self.dispatcher.call(f"{step.worker}.step", payload.model_dump(), queue=route.queue,
+                                     task_id=self._celery_id(task_id, step)), timeout)
+        except (DispatchError, asyncio.TimeoutError) as exc:
+            if isinstance(exc, asyncio.TimeoutError):
+                await self.dispatcher.revoke(self._celery_id(task_id, step))
+                error = f"timed out after {timeout:g}s (planner.step_timeout_s)"
+            else:
+                error = exc.info.message
+            seconds = time.time() - started
+            await self.tasks.update_step(task_id, step.id, state="failed", error=error,
+                                         finished_at=time.time(), seconds=seconds)
+            self.tasks.log_route(task_id, step.id, step.worker, model, params.adapter, 0, 0, seconds, "failed")
+            log.warning("task %s step %s failed: %s", task_id, step.id, error)
+            return StepOutcome(step, "failed", error=error)
+        seconds = time.time() - started
+        await self.tasks.update_step(
+            task_id, step.id, state="succeeded", finished_at=time.time(), seconds=seconds, model=result.model,
+            prompt_tokens=result.usage.prompt_tokens, completion_tokens=result.usage.completion_tokens,
+            attempts=result.attempt, result_summary=summarize(result.text))
+        self.tasks.log_route(task_id, step.id, step.worker, result.model, result.adapter,
+                             result.usage.prompt_tokens, result.usage.completion_tokens, seconds, "succeeded")
+        return StepOutcome(step, "succeeded", result=result)

@@ -1,0 +1,216 @@
+"""What happened to each request: its plan, each step's state, and the routing log.
+
+SQLite (<data_dir>/tasks.sqlite3) keeps the record for GET /tasks/{id} and the
+/stats/routes summary; every change is also appended to a Redis stream
+(appliance:task-events:<id>) that GET /tasks/{id}/events forwards live to the UI.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel, Field
+
+TaskStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+StepState = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
+TERMINAL_TASK = ("succeeded", "failed", "cancelled")
+EVENTS_KEY = "appliance:task-events:{}"
+EVENTS_TTL_S = 86400
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY, conversation_id TEXT, mode TEXT NOT NULL, route_reason TEXT,
+    status TEXT NOT NULL, source TEXT NOT NULL, plan TEXT, sources TEXT NOT NULL DEFAULT '[]',
+    error TEXT, created_at REAL NOT NULL, finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS steps (
+    task_id TEXT NOT NULL, step_id TEXT NOT NULL, position INTEGER NOT NULL, worker TEXT NOT NULL,
+    queue TEXT NOT NULL, instruction TEXT NOT NULL, depends_on TEXT NOT NULL, state TEXT NOT NULL,
+    model TEXT, adapter TEXT, started_at REAL, finished_at REAL, seconds REAL,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0, result_summary TEXT, error TEXT,
+    PRIMARY KEY (task_id, step_id)
+);
+CREATE TABLE IF NOT EXISTS route_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, task_id TEXT NOT NULL, step_id TEXT NOT NULL,
+    worker TEXT NOT NULL, model TEXT, adapter TEXT, prompt_tokens INTEGER, completion_tokens INTEGER,
+    latency_s REAL, outcome TEXT NOT NULL, created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS route_log_by_worker ON route_log(worker, model, adapter);
+"""
+
+
+class StepRecord(BaseModel):
+    id: str
+    worker: str
+    queue: str
+    instruction: str
+    depends_on: list[str] = Field(default_factory=list)
+    state: StepState = "pending"
+    model: str | None = None
+    adapter: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    seconds: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    attempts: int = 0
+    result_summary: str | None = None
+    error: str | None = None
+
+
+class TaskRecord(BaseModel):
+    id: str
+    conversation_id: str | None
+    mode: str
+    route_reason: str | None = None
+    status: TaskStatus
+    source: str
+    plan: dict[str, Any] | None = None
+    steps: list[StepRecord] = Field(default_factory=list)
+    sources: list[dict[str, Any]] = Field(default_factory=list)
+    error: str | None = None
+    created_at: float
+    finished_at: float | None = None
+
+
+class RouteStat(BaseModel):
+    worker: str
+    model: str | None
+    adapter: str | None
+    steps: int
+    failures: int
+    prompt_tokens: int
+    completion_tokens: int
+    latency_p50_s: float
+    latency_max_s: float
+
+
+class TaskNotFound(KeyError):
+    pass
+
+
+def summarize(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class TaskStore:
+    def __init__(self, path: Path, redis: aioredis.Redis) -> None:
+        self.path = path
+        self.redis = redis
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._db() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.row_factory = sqlite3.Row
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    async def _event(self, task_id: str, event: dict[str, Any]) -> None:
+        key = EVENTS_KEY.format(task_id)
+        pipe = self.redis.pipeline()
+        pipe.xadd(key, {"e": json.dumps({**event, "task_id": task_id, "at": time.time()})}, maxlen=5000)
+        pipe.expire(key, EVENTS_TTL_S)
+        await pipe.execute()
+
+    # --- writes ----------------------------------------------------------------
+
+    async def create(self, task_id: str, conversation_id: str | None, mode: str, source: str,
+                     route_reason: str | None = None) -> None:
+        with self._db() as db:
+            db.execute("INSERT INTO tasks(id, conversation_id, mode, route_reason, status, source, created_at) "
+                       "VALUES (?,?,?,?,?,?,?)",
+                       (task_id, conversation_id, mode, route_reason, "running", source, time.time()))
+        await self._event(task_id, {"type": "task", "status": "running", "mode": mode})
+
+    async def set_plan(self, task_id: str, plan: dict[str, Any], queues: dict[str, str],
+                       mode: str = "plan") -> None:
+        with self._db() as db:
+            db.execute("UPDATE tasks SET plan = ?, mode = ? WHERE id = ?", (json.dumps(plan), mode, task_id))
+            for position, step in enumerate(plan["steps"]):
+                db.execute("INSERT OR REPLACE INTO steps(task_id, step_id, position, worker, queue, instruction, "
+                           "depends_on, state, adapter) VALUES (?,?,?,?,?,?,?,?,?)",
+                           (task_id, step["id"], position, step["worker"], queues[step["worker"]],
+                            step["instruction"], json.dumps(step.get("depends_on", [])), "pending",
+                            step.get("adapter")))
+        await self._event(task_id, {"type": "plan", "plan": plan})
+
+    async def update_step(self, task_id: str, step_id: str, **fields: Any) -> None:
+        allowed = set(StepRecord.model_fields) - {"id", "worker", "queue", "instruction", "depends_on"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"unknown step fields {unknown}")
+        if fields:
+            sets = ", ".join(f"{k} = ?" for k in fields)
+            with self._db() as db:
+                db.execute(f"UPDATE steps SET {sets} WHERE task_id = ? AND step_id = ?",
+                           (*fields.values(), task_id, step_id))
+        await self._event(task_id, {"type": "step", "step_id": step_id, **fields})
+
+    async def finish(self, task_id: str, status: TaskStatus, error: str | None = None,
+                     sources: list[dict[str, Any]] | None = None) -> None:
+        with self._db() as db:
+            db.execute("UPDATE tasks SET status = ?, error = ?, sources = ?, finished_at = ? WHERE id = ?",
+                       (status, error, json.dumps(sources or []), time.time(), task_id))
+        await self._event(task_id, {"type": "task", "status": status, "error": error})
+
+    def log_route(self, task_id: str, step_id: str, worker: str, model: str | None, adapter: str | None,
+                  prompt_tokens: int, completion_tokens: int, latency_s: float, outcome: str) -> None:
+        with self._db() as db:
+            db.execute("INSERT INTO route_log(task_id, step_id, worker, model, adapter, prompt_tokens, "
+                       "completion_tokens, latency_s, outcome, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                       (task_id, step_id, worker, model, adapter, prompt_tokens, completion_tokens,
+                        latency_s, outcome, time.time()))
+
+    # --- reads -----------------------------------------------------------------
+
+    def get(self, task_id: str) -> TaskRecord:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            if row is None:
+                raise TaskNotFound(task_id)
+            steps = db.execute("SELECT * FROM steps WHERE task_id = ? ORDER BY position", (task_id,)).fetchall()
+        data = dict(row)
+        data["plan"] = json.loads(data["plan"]) if data["plan"] else None
+        data["sources"] = json.loads(data["sources"] or "[]")
+        records = []
+        for s in steps:
+            step = dict(s)
+            step["id"] = step.pop("step_id")
+            step["depends_on"] = json.loads(step["depends_on"])
+            for key in ("task_id", "position"):
+                step.pop(key)
+            records.append(StepRecord(**step))
+        return TaskRecord(**data, steps=records)
+
+    def route_stats(self) -> list[RouteStat]:
+        with self._db() as db:
+            rows = db.execute("SELECT worker, model, adapter, latency_s, outcome, prompt_tokens, completion_tokens "
+                              "FROM route_log").fetchall()
+        groups: dict[tuple, list[sqlite3.Row]] = {}
+        for row in rows:
+            groups.setdefault((row["worker"], row["model"], row["adapter"]), []).append(row)
+        stats = []
+        for (worker, model, adapter), items in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
+            latencies = sorted(r["latency_s"] or 0.0 for r in items)
+            stats.append(RouteStat(
+                worker=worker, model=model, adapter=adapter, steps=len(items),
+                failures=sum(r["outcome"] != "succeeded" for r in items),
+                prompt_tokens=sum(r["prompt_tokens"] or 0 for r in items),
+                completion_tokens=sum(r["completion_tokens"] or 0 for r in items),
+                latency_p50_s=latencies[len(latencies) // 2], latency_max_s=latencies[-1]))
+        return stats

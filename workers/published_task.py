@@ -1,0 +1,55 @@
+"""Celery tasks that report their progress on the task's Redis stream.
+
+Every worker task is registered through `published_task`, so each one, whatever its
+queue, tells the core the same things in the same way: a new attempt started, text
+pieces (optional), the result, or an error with an owner-facing message. Transient
+backend errors are retried with exponential backoff; other errors fail the task.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from workers.backends.base import BackendError, TransientBackendError
+from workers.celery_app import app
+from workers.events import EventPublisher
+from workers.protocol import ErrorInfo, TaskResult
+from workers.runtime import redis_client, settings
+
+log = logging.getLogger("appliance.worker")
+
+TaskBody = Callable[[dict[str, Any], EventPublisher], TaskResult]
+
+
+def published_task(name: str, max_retries: int | None = None) -> Callable[[TaskBody], Any]:
+    """Register `body(payload, publisher) -> TaskResult` as the Celery task `name`."""
+
+    def decorate(body: TaskBody) -> Any:
+        @app.task(name=name, bind=True, max_retries=max_retries if max_retries is not None else 2)
+        def task(self, payload: dict[str, Any]) -> dict[str, Any]:
+            publisher = EventPublisher(redis_client(), self.request.id, settings().celery.result_expires_s)
+            publisher.start_attempt()
+            try:
+                result = body(payload, publisher)
+            except TransientBackendError as exc:
+                if self.request.retries < self.max_retries:
+                    backoff = settings().planner.retry_backoff_s * (2 ** self.request.retries)
+                    log.warning("%s %s: transient error, retry in %.1fs: %s", name, self.request.id, backoff, exc)
+                    raise self.retry(exc=exc, countdown=backoff)
+                publisher.error(exc.info())
+                raise
+            except BackendError as exc:
+                publisher.error(exc.info())
+                raise
+            except Exception as exc:  # a bug still reaches the owner as a clear error
+                log.exception("%s %s failed", name, self.request.id)
+                publisher.error(ErrorInfo(code="worker_error", status=500,
+                                          message=f"{name} failed: {exc.__class__.__name__}: {exc}"))
+                raise
+            publisher.done(result)
+            return result.model_dump()
+
+        return task
+
+    return decorate
