@@ -18,11 +18,12 @@ import hashlib
 import logging
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from configs.schema import Settings
+from configs.schema import FusionConfig, Settings
 from rag.chunking import Chunk, chunk_sections
-from rag.fusion import dense_weight, fuse
+from rag.fusion import Fused, dense_weight, fuse
 from rag.lexical import LexicalEncoder, detect_language
 from rag.parsers import ParsedDocument, ParseError, Section, parse_file
 from rag.protocol import (
@@ -50,6 +51,13 @@ Progress = Callable[[str], None]
 
 def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Candidates:
+    language: str
+    dense: list[StoredPoint] = field(default_factory=list)
+    lexical: list[StoredPoint] = field(default_factory=list)
 
 
 def point_id(*parts: object) -> str:
@@ -228,31 +236,37 @@ class MemoryService:
 
     # --- search ----------------------------------------------------------------
 
-    def search(self, request: SearchRequest) -> SearchResult:
-        started = time.perf_counter()
-        fusion = self.config.fusion
+    def candidates(self, request: SearchRequest) -> Candidates:
+        """The dense and lexical candidate lists (best first) over the requested kinds."""
         kinds = [KIND_COLLECTION[k] for k in dict.fromkeys(request.kinds)]
         exclude = {"message_id": request.exclude_message_ids} if request.exclude_message_ids else None
-        limit = max(fusion.candidates, request.k)
-        dense: list[StoredPoint] = []
-        lexical: list[StoredPoint] = []
+        limit = max(self.config.fusion.candidates, request.k)
+        out = Candidates(language=detect_language(request.query))
         if request.mode in ("hybrid", "dense"):
             vector = self._embed([request.query])[0]
             for kind in kinds:
-                dense += self.store.dense_search(kind, vector, limit, exclude if kind == "turns" else None)
+                out.dense += self.store.dense_search(kind, vector, limit, exclude if kind == "turns" else None)
         if request.mode in ("hybrid", "lexical"):
             sparse = self.lexical.query(request.query)
             for kind in kinds:
-                lexical += self.store.lexical_search(kind, sparse, limit, exclude if kind == "turns" else None)
-        dense.sort(key=lambda p: p.score, reverse=True)
-        lexical.sort(key=lambda p: p.score, reverse=True)
-        if request.mode == "dense":
-            ranked = fuse(dense[:limit], [], fusion, 1.0)
-        elif request.mode == "lexical":
-            ranked = fuse([], lexical[:limit], fusion, 0.0)
-        else:
-            weight = dense_weight(fusion, detect_language(request.query), self.embedder.config.languages)
-            ranked = fuse(dense[:limit], lexical[:limit], fusion, weight)
+                out.lexical += self.store.lexical_search(kind, sparse, limit, exclude if kind == "turns" else None)
+        # Scores of one model are comparable across the two collections: merge by score.
+        out.dense = sorted(out.dense, key=lambda p: p.score, reverse=True)[:limit]
+        out.lexical = sorted(out.lexical, key=lambda p: p.score, reverse=True)[:limit]
+        return out
+
+    def rank(self, found: Candidates, mode: str, fusion: FusionConfig | None = None) -> list[Fused]:
+        fusion = fusion or self.config.fusion
+        if mode == "dense":
+            return fuse(found.dense, [], fusion, 1.0)
+        if mode == "lexical":
+            return fuse([], found.lexical, fusion, 0.0)
+        weight = dense_weight(fusion, found.language, self.embedder.config.languages)
+        return fuse(found.dense, found.lexical, fusion, weight)
+
+    def search(self, request: SearchRequest) -> SearchResult:
+        started = time.perf_counter()
+        ranked = self.rank(self.candidates(request), request.mode)
         hits = [self._hit(item.payload, item.score) for item in ranked[:request.k]]
         return SearchResult(hits=hits, mode=request.mode, seconds=time.perf_counter() - started)
 

@@ -145,7 +145,8 @@ class SentenceTransformerEmbeddings:
     def count_tokens(self, texts: Sequence[str]) -> int:
         limit = self.max_input_tokens()
         tokenizer = self.model.tokenizer
-        return sum(min(len(ids), limit) for ids in tokenizer(list(texts), add_special_tokens=True)["input_ids"])
+        encoded = tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=limit)
+        return sum(len(ids) for ids in encoded["input_ids"])
 
     def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
         validate_texts(texts)
