@@ -263,6 +263,38 @@ class VisionConfig(StrictModel):
         return self
 
 
+class AdapterPolicy(StrictModel):
+    """Who may use one adapter: task kinds and request sources ("owner", "webhook:<name>",
+    "webhook:*", "*"). Empty tasks = the task kinds the adapter was registered for."""
+
+    tasks: list[str] = Field(default_factory=list)
+    sources: list[str] = Field(default_factory=lambda: ["owner"])
+
+
+class AdapterAutoRule(StrictModel):
+    """Automatic selection: a request of this task kind (and profile, if given) gets this adapter."""
+
+    task: str
+    profile: str | None = None
+    adapter: str
+
+
+class AdaptersConfig(StrictModel):
+    """LoRA adapters (lora_manager, configs/adapters.yaml, docs/lora.md)."""
+
+    dir: Path | None = None                      # default <data_dir>/adapters
+    max_loras: int = Field(default=4, ge=1, le=256)   # resident per model server (vLLM --max-loras)
+    max_rank: int = Field(default=64, ge=1, le=1024)  # vLLM --max-lora-rank
+    max_size_mb: int = Field(default=2048, ge=1)
+    supported_target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    preload: list[str] = Field(default_factory=list)
+    default_sources: list[str] = Field(default_factory=lambda: ["owner"])  # adapters without a policy entry
+    policy: dict[str, AdapterPolicy] = Field(default_factory=dict)
+    auto: list[AdapterAutoRule] = Field(default_factory=list)
+    base_config: Path | None = None              # vLLM: the served base's config.json (or its folder)
+    server_dir: Path | None = None               # vLLM: the adapters dir as the server sees it
+
+
 class Settings(StrictModel):
     profile: Literal["local", "gpu"] = "local"
     data_dir: Path = Path("./data")
@@ -301,6 +333,7 @@ class Settings(StrictModel):
     embeddings: EmbeddingsConfig = Field(default_factory=EmbeddingsConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)  # configs/webhooks.yaml
+    adapters: AdaptersConfig = Field(default_factory=AdaptersConfig)  # configs/adapters.yaml
 
     @model_validator(mode="after")
     def _references_exist(self) -> Settings:

@@ -1,0 +1,1 @@
+"""How adapters reach a model server: one interface (base.py), one module per server kind."""

@@ -1,0 +1,56 @@
+"""Everything the adapter code derives from the appliance Settings, in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from configs.schema import Settings
+from lora_manager.base_model import BaseModelError, BaseModelSpec
+from lora_manager.registry import AdapterRegistry
+from lora_manager.validation import ValidationLimits
+
+
+def adapters_dir(settings: Settings) -> Path:
+    return Path(settings.adapters.dir or settings.data_dir / "adapters").expanduser()
+
+
+def metrics_dir(settings: Settings) -> Path:
+    """Where each process that serves adapters writes its counters (see metrics.py)."""
+    return adapters_dir(settings) / ".metrics"
+
+
+def registry(settings: Settings) -> AdapterRegistry:
+    return AdapterRegistry(adapters_dir(settings))
+
+
+def limits(settings: Settings) -> ValidationLimits:
+    cfg = settings.adapters
+    return ValidationLimits(max_rank=cfg.max_rank, max_size_bytes=cfg.max_size_mb * 2**20,
+                            supported_modules=frozenset(cfg.supported_target_modules))
+
+
+def served_base(settings: Settings, model_name: str | None = None) -> BaseModelSpec:
+    """Architecture and shapes of the base model that serves adapters (the default model)."""
+    from workers.backends.llamacpp_chat import resolve_gguf_path
+
+    name = model_name or settings.default_model
+    model = settings.models[name]
+    if model.backend == "llamacpp":
+        return BaseModelSpec.from_gguf(resolve_gguf_path(name, model))
+    if settings.adapters.base_config is not None:
+        return BaseModelSpec.from_hf_config(settings.adapters.base_config)
+    from lora_manager.drivers.vllm import VllmAdapterDriver
+
+    driver = VllmAdapterDriver(model.base_url or "", registry(settings),
+                               api_key=model.api_key.get_secret_value() if model.api_key else None)
+    try:
+        root = driver.served_root()
+    except Exception as exc:  # unreachable server: say how to proceed without it
+        raise BaseModelError(f"cannot ask the model server of '{name}' which base it serves ({exc}). Fix: "
+                             f"start it, or set adapters.base_config to the base model's config.json.") from None
+    finally:
+        driver.close()
+    if not root or not Path(root).exists():
+        raise BaseModelError(f"the model server of '{name}' serves {root!r}, which is not a folder here. Fix: set "
+                             f"adapters.base_config to the base model's config.json.")
+    return BaseModelSpec.from_hf_config(Path(root))
