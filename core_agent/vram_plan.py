@@ -220,10 +220,13 @@ def hf_overrides(facts: ModelFacts, knobs: ServiceKnobs) -> dict[str, Any]:
     factor = yarn_factor(facts, knobs.max_model_len)
     if factor is not None:
         # transformers 5 / vLLM 0.32 name this rope_parameters (older: rope_scaling);
-        # replacing the dict drops rope_theta, so it is repeated here.
+        # vLLM replaces the whole dict, so rope_theta is repeated here.
         out["rope_parameters"] = {"rope_type": "yarn", "factor": factor,
                                   "original_max_position_embeddings": facts.native_context,
                                   "rope_theta": facts.rope_theta}
+        # vLLM 0.32 takes a YaRN model's max_position_embeddings as already scaled (it
+        # does not multiply by factor) and refuses a longer max_model_len otherwise.
+        out["max_position_embeddings"] = math.ceil(facts.native_context * factor)
     return out
 
 

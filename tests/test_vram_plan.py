@@ -26,7 +26,15 @@ from core_agent.vram_plan import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 CORE = "vllm-core"
+# config.json fields the facts in configs/gpu-stack.yaml do not carry (architecture names).
+HF_ARCHITECTURES = {
+    "qwen3-30b-a3b-instruct-2507-fp8": {"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
+                                        "moe_intermediate_size": 768, "vocab_size": 151936},
+    "qwen2.5-coder-7b-instruct": {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+                                  "intermediate_size": 18944, "vocab_size": 152064},
+}
 
 
 def stack_with(**core_knobs) -> GpuStack:
@@ -97,6 +105,7 @@ def test_context_beyond_native_window_adds_yarn_with_a_quality_warning() -> None
     code = plan_stack(GpuStack.model_validate(raw)).service("vllm-code")
     assert code.hf_overrides["rope_parameters"] == {
         "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768, "rope_theta": 1000000.0}
+    assert code.hf_overrides["max_position_embeddings"] == 131072
     assert any("YaRN" in w and "quality" in w for w in code.warnings)
     # Within the native window: no rope scaling at all.
     assert "rope_parameters" not in plan_stack(load_stack()).service(CORE).hf_overrides
@@ -167,3 +176,50 @@ def test_env_block_round_trip() -> None:
     text = replace_env_block("A=1\n", block)
     assert read_env_block(text) == values
     assert replace_env_block(text, block) == text
+
+
+def hf_config_from_facts(stack: GpuStack, model: str) -> dict:
+    facts = stack.models[model]
+    config = {"hidden_size": facts.hidden_size, "num_hidden_layers": facts.layers,
+              "num_attention_heads": facts.q_heads, "num_key_value_heads": facts.kv_heads,
+              "head_dim": facts.head_dim, "max_position_embeddings": facts.native_context,
+              "rope_theta": facts.rope_theta, "torch_dtype": "bfloat16", "tie_word_embeddings": False,
+              **HF_ARCHITECTURES[model]}
+    if facts.experts:
+        config |= {"num_experts": facts.experts, "num_experts_per_tok": facts.experts_per_tok}
+    return config
+
+
+@pytest.mark.skipif(not VLLM_PYTHON.exists(), reason="no .venv-vllm: run scripts/setup-vllm-cpu.sh")
+def test_vllm_applies_the_planned_overrides(tmp_path: Path) -> None:
+    """vLLM 0.32's own ModelConfig takes the plan's --hf-overrides and --max-model-len:
+    10 active experts on the core, and YaRN beyond the native window on core and coder."""
+    raw = yaml.safe_load(DEFAULT_STACK_FILE.read_text())
+    raw["services"][CORE].update(active_experts=10, max_model_len=524288, max_num_seqs=1, kv_cache_dtype="fp8")
+    raw["services"]["vllm-code"].update(max_model_len=131072, max_num_seqs=1)
+    stack = GpuStack.model_validate(raw)
+    plan = plan_stack(stack)
+    cases = {}
+    for service in (CORE, "vllm-code"):
+        s = plan.service(service)
+        folder = tmp_path / service
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(hf_config_from_facts(stack, s.model)))
+        cases[service] = {"model": str(folder), "hf_overrides": s.hf_overrides, "max_model_len": s.knobs.max_model_len}
+    script = (
+        "import json, sys\n"
+        "from vllm.config import ModelConfig\n"
+        "out = {}\n"
+        "for name, case in json.load(sys.stdin).items():\n"
+        "    mc = ModelConfig(skip_tokenizer_init=True, **case)\n"
+        "    out[name] = {'max_model_len': mc.max_model_len, 'rope': mc.hf_config.rope_parameters,\n"
+        "                 'experts': getattr(mc.hf_config, 'num_experts_per_tok', None)}\n"
+        "print(json.dumps(out))\n"
+    )
+    result = subprocess.run([str(VLLM_PYTHON), "-c", script], input=json.dumps(cases), capture_output=True,
+                            text=True, timeout=300, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen[CORE]["experts"] == 10 and seen[CORE]["max_model_len"] == 524288
+    assert seen[CORE]["rope"]["rope_type"] == "yarn" and seen[CORE]["rope"]["factor"] == 2.0
+    assert seen["vllm-code"]["max_model_len"] == 131072 and seen["vllm-code"]["rope"]["factor"] == 4.0
