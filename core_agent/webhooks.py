@@ -355,13 +355,16 @@ class WebhookService:
         job = self.jobs.get(job_id)
         if job is None or job.callback is None or hook is None or hook.secret is None:
             return
-        body = job.model_dump_json().encode()
+        view = job.model_dump(mode="json")
         secret = hook.secret.get_secret_value()
         delay = self.config.callback_backoff_s
         attempts = job.callback.attempts
         async with httpx.AsyncClient(timeout=self.config.callback_timeout_s, follow_redirects=False) as client:
             while attempts < self.config.callback_attempts:
                 attempts += 1
+                # The attempt number is part of the signed body, so each retry has its own
+                # signature and a receiver that refuses replays still accepts the retry.
+                body = json.dumps({**view, "callback_attempt": attempts}).encode()
                 headers = {"Content-Type": "application/json", "X-Appliance-Job-Id": job_id,
                            "X-Appliance-Hook": name, "Idempotency-Key": job_id, **signed_headers(secret, body)}
                 try:

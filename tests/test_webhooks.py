@@ -76,6 +76,9 @@ def hook_api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     settings = load_settings(overrides={
         "data_dir": str(tmp_path_factory.mktemp("webhook-api")), "api_port": port,
         "webhooks": {"callback_backoff_s": 0.2, "callback_attempts": 3, "hooks": HOOKS},
+        # This process has its own conversation store; it must not index its turns into
+        # the stack's shared memory (other tests search it).
+        "memory": {"enabled": False},
     })
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -261,12 +264,12 @@ def test_async_hook_calls_back_signed_and_retries_after_a_receiver_error(
     assert resp.json()["status"] in ("queued", "running")
 
     deliveries = [receiver.received.get(timeout=120), receiver.received.get(timeout=60)]
-    for headers, payload in deliveries:
+    for attempt, (headers, payload) in enumerate(deliveries, 1):
         assert _signature_ok(ASYNC_SECRET, headers, payload), "callback signature must verify"
         assert headers["x-appliance-job-id"] == job_id
         delivered = json.loads(payload)
         assert delivered["id"] == job_id and delivered["status"] == "succeeded"
-        assert delivered["answer"].strip()
+        assert delivered["answer"].strip() and delivered["callback_attempt"] == attempt
     assert deliveries[0][0]["x-appliance-signature"] != deliveries[1][0]["x-appliance-signature"], \
         "each attempt is signed anew"
 

@@ -1,18 +1,29 @@
-"""Streamlit chat against the core API (HTTP only).
+"""Streamlit app for the owner: chat, memory, adapters. It talks to core_agent over HTTP only.
 
 Run: streamlit run ui/app.py  (`appliance up` starts it on ui_port).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+from pathlib import Path
 
 import streamlit as st
 
-from ui.api_client import ApiClient, ApiError
+# `streamlit run ui/app.py` puts ui/ on sys.path, not the project root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ui.api_client import ApiClient, ApiError  # noqa: E402
+from ui.views import adapters, chat, memory  # noqa: E402
+
+log = logging.getLogger("appliance.ui")
+PAGES = {"Chat": chat.render, "Memory": memory.render, "Adapters": adapters.render}
 
 
 def default_api_url() -> str:
+    """The API URL from the appliance's settings (configs only; the UI never imports the core)."""
     try:
         from configs.loader import load_settings
 
@@ -22,67 +33,52 @@ def default_api_url() -> str:
 
 
 def login() -> ApiClient | None:
-    st.sidebar.header("Appliance")
-    api_url = st.sidebar.text_input("API URL", value=st.session_state.get("api_url") or default_api_url())
-    token = st.sidebar.text_input("Owner token", type="password", value=st.session_state.get("token", ""),
-                                  help="Printed by scripts/up.sh; stored in <data dir>/owner.token")
-    if not token:
-        st.info("Enter the owner token in the sidebar to start.")
+    """The owner token (and API URL) from the sidebar; checked once against the API."""
+    sb = st.sidebar
+    sb.header("Appliance")
+    if st.session_state.get("logged_in"):
+        client = ApiClient(st.session_state.api_url, st.session_state.token)
+        sb.caption(f"Connected to {st.session_state.api_url}")
+        if sb.button("Log out", key="logout"):
+            for key in list(st.session_state.keys()):
+                del st.session_state[key]
+            st.rerun()
+        return client
+    with sb.form("login"):
+        api_url = st.text_input("API URL", value=default_api_url(), key="login-url")
+        token = st.text_input("Owner token", type="password", key="login-token",
+                              help="Printed by scripts/up.sh; stored in <data dir>/owner.token")
+        submitted = st.form_submit_button("Log in")
+    st.title("Appliance")
+    if not submitted or not token.strip():
+        st.info("Enter the owner token in the sidebar to start (scripts/up.sh prints it; it is also in "
+                "<data dir>/owner.token).")
         return None
-    client = ApiClient(api_url, token)
-    if st.session_state.get("token") != token or st.session_state.get("api_url") != api_url:
-        try:
-            client.check_token()
-        except ApiError as exc:
-            st.error(f"Login failed: {exc}")
-            return None
-        st.session_state.token, st.session_state.api_url = token, api_url
-    return client
-
-
-def conversation_sidebar(client: ApiClient) -> None:
-    if st.sidebar.button("New conversation"):
-        st.session_state.conversation_id = None
-        st.session_state.history = []
+    client = ApiClient(api_url.strip(), token.strip())
     try:
-        conversations = client.conversations()
+        client.check_token()
     except ApiError as exc:
-        st.sidebar.error(str(exc))
-        return
-    for conv in conversations[:50]:
-        if st.sidebar.button(conv["title"] or conv["id"], key=f"conv-{conv['id']}"):
-            st.session_state.conversation_id = conv["id"]
-            st.session_state.history = [
-                {"role": m["role"], "content": m["content"]} for m in client.messages(conv["id"])]
+        st.error(f"Login failed: {exc}")
+        return None
+    st.session_state.update(logged_in=True, api_url=api_url.strip(), token=token.strip())
+    st.rerun()
+    return None
 
 
 def main() -> None:
-    st.set_page_config(page_title="Appliance chat", layout="wide")
-    st.session_state.setdefault("history", [])
-    st.session_state.setdefault("conversation_id", None)
+    st.set_page_config(page_title="Appliance", layout="wide")
     client = login()
     if client is None:
         return
-    conversation_sidebar(client)
-    st.title("Chat")
-    for turn in st.session_state.history:
-        with st.chat_message(turn["role"]):
-            st.markdown(turn["content"])
-    prompt = st.chat_input("Ask anything")
-    if not prompt:
-        return
-    st.session_state.history.append({"role": "user", "content": prompt})
-    with st.chat_message("user"):
-        st.markdown(prompt)
-    meta: dict[str, str] = {}
-    with st.chat_message("assistant"):
-        try:
-            answer = st.write_stream(client.stream_chat(prompt, st.session_state.conversation_id, meta=meta))
-        except ApiError as exc:
-            st.error(f"The appliance could not answer: {exc}")
-            return
-    st.session_state.conversation_id = meta.get("conversation_id") or st.session_state.conversation_id
-    st.session_state.history.append({"role": "assistant", "content": answer})
+    page = st.sidebar.radio("Page", list(PAGES), key="page", label_visibility="collapsed")
+    try:
+        PAGES[page](client)
+    except ApiError as exc:
+        st.error(f"The appliance answered with an error: {exc}")
+    except Exception as exc:  # the owner sees a sentence, the traceback goes to the UI log
+        log.exception("UI page %s failed", page)
+        st.error(f"Something went wrong in this page ({type(exc).__name__}: {exc}). "
+                 f"Reload the page; details are in the UI log (<data dir>/logs/ui.log).")
 
 
 main()

@@ -1,0 +1,1 @@
+"""The UI's pages: chat, memory, adapters (each a `render(client)` function)."""
