@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import queue
+import re
 import threading
 import time
 import uuid
@@ -283,3 +284,58 @@ def test_async_hook_calls_back_signed_and_retries_after_a_receiver_error(
     assert again.status_code == 202 and again.json()["id"] == job_id
     assert len(hook_api.messages(job["conversation_id"])) == 2
     assert hook_api.job(job_id).json()["callback"]["attempts"] == 2
+
+
+# --- the n8n example workflows (docs/n8n/) ------------------------------------------------
+
+N8N_DIR = Path(__file__).resolve().parents[1] / "docs" / "n8n"
+
+
+def _workflow(name: str) -> dict[str, Any]:
+    wf = json.loads((N8N_DIR / name).read_text())
+    names = {n["name"] for n in wf["nodes"]}
+    for source, kinds in wf["connections"].items():
+        assert source in names
+        for outputs in kinds.values():
+            assert all(link["node"] in names for branch in outputs for link in branch)
+    return wf
+
+
+def _node(wf: dict[str, Any], node_type: str) -> dict[str, Any]:
+    return next(n for n in wf["nodes"] if n["type"] == node_type)
+
+
+def test_n8n_workflows_are_wired_and_call_the_right_endpoints() -> None:
+    bearer = _node(_workflow("webhook-bearer.json"), "n8n-nodes-base.httpRequest")
+    assert bearer["parameters"]["url"].endswith("/webhooks/summarize")
+    assert "httpHeaderAuth" in bearer["credentials"]
+    chat = _workflow("openai-chat.json")
+    model = _node(chat, "@n8n/n8n-nodes-langchain.lmChatOpenAi")
+    assert "openAiApi" in model["credentials"] and "/v1" in model["credentials"]["openAiApi"]["name"]
+    assert chat["connections"]["Appliance model"]["ai_languageModel"][0][0]["node"] == "Ask the appliance"
+
+
+def _n8n_expression(value: str, json_fields: dict[str, str]) -> str:
+    """n8n's '=' expressions, only as far as the example uses them: {{ $json.<field> }}."""
+    assert value.startswith("=")
+    return re.sub(r"\{\{\s*\$json\.(\w+)\s*\}\}", lambda m: json_fields[m.group(1)], value[1:])
+
+
+def test_n8n_hmac_workflow_recipe_is_accepted(hook_api: HookApi) -> None:
+    """Build the request the way the HMAC workflow's nodes do (JSON.stringify, Crypto HMAC hex,
+    'sha256=' header) and check the appliance accepts the signature (the test hook then
+    refuses the body for a missing field: 400, not 401)."""
+    wf = _workflow("webhook-hmac.json")
+    crypto = _node(wf, "n8n-nodes-base.crypto")["parameters"]
+    http = _node(wf, "n8n-nodes-base.httpRequest")["parameters"]
+    assert (crypto["action"], crypto["type"], crypto["encoding"]) == ("hmac", "SHA256", "hex")
+    assert crypto["value"] == "={{ $json.ts }}.{{ $json.body }}"
+    assert (http["contentType"], http["rawContentType"], http["body"]) == ("raw", "application/json", "={{ $json.body }}")
+    headers = {h["name"]: h["value"] for h in http["headerParameters"]["parameters"]}
+    ts, body = str(int(time.time())), json.dumps({"text": "hello"}, separators=(",", ":"))  # JSON.stringify
+    signature = hmac.new(HMAC_SECRET.encode(), f"{ts}.{body}".encode(), hashlib.sha256).hexdigest()
+    values = {"ts": ts, "signature": signature}
+    sent = {name: _n8n_expression(headers[name], values) for name in ("X-Appliance-Timestamp", "X-Appliance-Signature")}
+    sent["Content-Type"] = http["rawContentType"]
+    resp = httpx.post(f"{hook_api.url}/webhooks/signed", content=body.encode(), headers=sent)
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "missing_field", resp.text
