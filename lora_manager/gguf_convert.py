@@ -69,7 +69,6 @@ def write_gguf_lora(tensors: dict[str, np.ndarray], alpha: float, architecture: 
     os.close(fd)
     try:
         writer = gguf.GGUFWriter(tmp_name, arch=architecture)
-        writer.add_architecture()
         writer.add_type(gguf.GGUFType.ADAPTER)
         writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
         writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(alpha))

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Iterator
 
-from configs.schema import ChatModelConfig
+from configs.schema import ChatModelConfig, Settings
 from workers.backends.base import BadGenerationRequest, ChatDelta, ModelUnavailable
 from workers.protocol import ChatMessage, GenerationParams, Usage
 
@@ -80,11 +81,14 @@ def _llama_response_format(response_format: dict[str, Any] | None) -> dict[str, 
 class LlamaCppChat:
     """ChatBackend over llama-cpp-python."""
 
-    def __init__(self, model_name: str, config: ChatModelConfig) -> None:
+    def __init__(self, model_name: str, config: ChatModelConfig, settings: Settings | None = None) -> None:
         self.model_name = model_name
         self.config = config
         self._llm: Any = None
         self._lock = threading.Lock()
+        # LoRA adapters (lora_manager): built on the first request that names one.
+        self._settings = settings
+        self._adapters: Any = None
 
     def check(self) -> None:
         resolve_gguf_path(self.model_name, self.config)
@@ -125,34 +129,49 @@ class LlamaCppChat:
             kwargs["response_format"] = fmt
         return kwargs
 
+    @property
+    def adapters(self) -> Any:
+        """lora_manager.llamacpp_runtime.LlamaCppAdapters of this model (built on first use)."""
+        if self._adapters is None:
+            from configs.loader import get_settings
+            from lora_manager.llamacpp_runtime import LlamaCppAdapters
+
+            path = resolve_gguf_path(self.model_name, self.config)
+            self._adapters = LlamaCppAdapters.for_settings(self.llama, path, self._settings or get_settings())
+        return self._adapters
+
     def stream(self, messages: list[ChatMessage], params: GenerationParams) -> Iterator[ChatDelta]:
-        if params.adapter:
-            raise BadGenerationRequest(
-                f"adapter '{params.adapter}' requested but model '{self.model_name}' has no "
-                f"adapter support configured"
-            )
         llm = self.llama
         kwargs = self._generation_kwargs(params)
         payload = [m.model_dump() for m in messages]
         with self._lock:
-            try:
-                chunks = llm.create_chat_completion(messages=payload, stream=True, **kwargs)
-                text_parts: list[str] = []
-                finish = "stop"
-                for chunk in chunks:
-                    choice = chunk["choices"][0]
-                    piece = choice.get("delta", {}).get("content") or ""
-                    if piece:
-                        text_parts.append(piece)
-                        yield ChatDelta(text=piece)
-                    if choice.get("finish_reason"):
-                        finish = choice["finish_reason"]
-            except ValueError as exc:
-                # llama-cpp-python raises ValueError for prompts longer than n_ctx.
-                raise BadGenerationRequest(
-                    f"model '{self.model_name}': {exc}. Fix: shorten the conversation or raise "
-                    f"models.{self.model_name}.n_ctx."
-                ) from exc
-            completion = len(llm.tokenize("".join(text_parts).encode(), add_bos=False, special=True)) if text_parts else 0
-            prompt = max(0, llm.n_tokens - completion)
+            # The adapter is switched only under the lock: one request at a time runs on
+            # this context, under exactly the adapter it asked for (or none).
+            adapters = self.adapters if params.adapter else self._adapters
+            serving = adapters.serving(params.adapter) if adapters is not None else nullcontext()
+            with serving:
+                yield from self._generate(llm, payload, kwargs)
+
+    def _generate(self, llm: Any, payload: list[dict], kwargs: dict[str, Any]) -> Iterator[ChatDelta]:
+        """Run one generation on the (already locked, adapter-set) context."""
+        try:
+            chunks = llm.create_chat_completion(messages=payload, stream=True, **kwargs)
+            text_parts: list[str] = []
+            finish = "stop"
+            for chunk in chunks:
+                choice = chunk["choices"][0]
+                piece = choice.get("delta", {}).get("content") or ""
+                if piece:
+                    text_parts.append(piece)
+                    yield ChatDelta(text=piece)
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+        except ValueError as exc:
+            # llama-cpp-python raises ValueError for prompts longer than n_ctx.
+            raise BadGenerationRequest(
+                f"model '{self.model_name}': {exc}. Fix: shorten the conversation or raise "
+                f"models.{self.model_name}.n_ctx."
+            ) from exc
+        completion = len(llm.tokenize("".join(text_parts).encode(), add_bos=False, special=True)) if text_parts else 0
+        prompt = max(0, llm.n_tokens - completion)
         yield ChatDelta(finish_reason=finish, usage=Usage(prompt_tokens=prompt, completion_tokens=completion))
