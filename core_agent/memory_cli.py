@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -246,3 +247,48 @@ def memory_forget(conversation_id: str) -> None:
     """Delete a conversation from the store and the memory index."""
     api().request("DELETE", f"/memory/conversations/{conversation_id}")
     typer.echo(f"forgot conversation {conversation_id}")
+
+
+@memory_app.command("backup")
+def memory_backup(archive: Optional[Path] = typer.Argument(
+        None, help="Archive to write (default: <data dir>/backups/appliance-<time>.tar.gz).")) -> None:
+    """Back up the conversation store, the document registry and the Qdrant index into one archive
+    (safe while the appliance runs)."""
+    from core_agent.memory_backup import BackupError, create_backup
+
+    settings = _plain_settings()
+    target = archive or settings.data_dir / "backups" / time.strftime("appliance-%Y%m%d-%H%M%S.tar.gz")
+    try:
+        manifest = create_backup(settings, target.expanduser().resolve())
+    except BackupError as exc:
+        fail(str(exc))
+    index = "index files included" if manifest.qdrant == "local" else \
+        f"index on the Qdrant server {manifest.qdrant} not included: run `appliance memory reindex` after a restore"
+    typer.echo(f"backup written: {target} ({len(manifest.files)} files; {index})")
+
+
+@memory_app.command("restore")
+def memory_restore(archive: Path = typer.Argument(..., exists=True, dir_okay=False,
+                                                  help="An archive made by `appliance memory backup`.")) -> None:
+    """Restore a backup into the data directory (the appliance must be stopped; replaced files are
+    moved aside, not deleted)."""
+    from core_agent.memory_backup import BackupError, restore_backup
+
+    settings = _plain_settings()
+    try:
+        manifest, aside = restore_backup(settings, archive.expanduser().resolve())
+    except BackupError as exc:
+        fail(str(exc))
+    typer.echo(f"restored {len(manifest.files)} files from {archive} into {settings.data_dir}")
+    if aside.exists():
+        typer.echo(f"the files it replaced are in {aside}")
+    if manifest.qdrant != "local":
+        typer.echo("the index lives on a Qdrant server: start the appliance and run `appliance memory reindex`")
+
+
+def _plain_settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    raise AssertionError  # unreachable: fail() exits
