@@ -258,6 +258,9 @@ def test_gpu_settings_point_at_the_planned_servers(plan, monkeypatch: pytest.Mon
         assert model.n_ctx <= server.knobs.max_model_len, f"{name}: n_ctx above the server's context"
     embed = settings.embeddings.models[settings.embeddings.default_model]
     assert served[embed.base_url].knobs.served_name == embed.served_model
+    assert settings.vision.backend == "openai"
+    assert served[settings.vision.base_url].knobs.served_name == settings.vision.served_model
+    assert settings.routes["code"].model == "code"
     # The LoRA manager never asks vllm-core for more than it was started with.
     lora = plan.service("vllm-core").knobs.lora
     assert settings.adapters.max_rank <= lora.max_lora_rank
