@@ -122,6 +122,8 @@ from core_agent import memory_cli  # noqa: E402
 app.command("search")(memory_cli.search)
 app.add_typer(memory_cli.docs_app, name="docs")
 app.add_typer(memory_cli.memory_app, name="memory")
+from lora_manager.cli import adapters_app  # noqa: E402
+app.add_typer(adapters_app, name="adapters")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,92 @@
+"""/adapters: the LoRA adapter registry over HTTP (same operations as `appliance adapters`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from core_agent.api.deps import get_state, require_owner
+from core_agent.api.errors import error_response
+from lora_manager.registry import AdapterRecord
+from lora_manager.service import AdapterService
+from workers.backends.base import BackendError
+
+router = APIRouter(prefix="/adapters", dependencies=[Depends(require_owner)], tags=["adapters"])
+
+
+class NewAdapter(BaseModel):
+    name: str = Field(min_length=1, max_length=63)
+    # A folder on the appliance machine holding adapter_config.json + adapter_model.safetensors.
+    path: str = Field(min_length=1, max_length=4096)
+    tasks: list[str] = Field(default_factory=lambda: ["chat"])
+    pinned: bool = False
+    description: str = Field(default="", max_length=500)
+    model: str | None = None
+
+
+class ModelChoice(BaseModel):
+    model: str | None = None
+
+
+def _service(request: Request) -> AdapterService:
+    return AdapterService(get_state(request).settings)
+
+
+def _error(exc: BackendError) -> JSONResponse:
+    return error_response(exc.status, str(exc), exc.code)
+
+
+@router.get("", response_model=list[AdapterRecord])
+def list_adapters(request: Request) -> Any:
+    return _service(request).list()
+
+
+@router.get("/stats")
+def adapter_stats(request: Request) -> dict[str, Any]:
+    return _service(request).stats()
+
+
+@router.get("/{name}", response_model=AdapterRecord)
+def get_adapter(name: str, request: Request) -> Any:
+    try:
+        return _service(request).get(name)
+    except BackendError as exc:
+        return _error(exc)
+
+
+@router.post("", response_model=AdapterRecord, status_code=201)
+def add_adapter(body: NewAdapter, request: Request) -> Any:
+    try:
+        return _service(request).add(body.name, Path(body.path), tasks=body.tasks, pinned=body.pinned,
+                                     description=body.description, model=body.model)
+    except BackendError as exc:
+        return _error(exc)
+
+
+@router.delete("/{name}", status_code=204, response_model=None)
+def remove_adapter(name: str, request: Request) -> Any:
+    try:
+        _service(request).remove(name)
+    except BackendError as exc:
+        return _error(exc)
+    return Response(status_code=204)
+
+
+@router.post("/{name}/load")
+def load_adapter(name: str, request: Request, body: ModelChoice | None = None) -> Any:
+    try:
+        return {"name": name, "result": _service(request).load(name, body.model if body else None)}
+    except BackendError as exc:
+        return _error(exc)
+
+
+@router.post("/{name}/unload")
+def unload_adapter(name: str, request: Request, body: ModelChoice | None = None) -> Any:
+    try:
+        return {"name": name, "result": _service(request).unload(name, body.model if body else None)}
+    except BackendError as exc:
+        return _error(exc)
