@@ -15,9 +15,14 @@ import redis.asyncio as aioredis
 
 from core_agent import launcher
 from core_agent.conversations import ConversationStore
+from configs.schema import Settings
 from core_agent.memory import MemoryClient
+from core_agent.memory_backup import restore_backup
+from rag.protocol import SearchRequest
+from rag.service import MemoryService
 from tests.conftest import Stack
 from tests.support.memory_vault import BAD_FILES, make_vault
+from workers.backends.registry import embedding_backend
 from workers.celery_app import create_celery_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,12 +125,34 @@ def test_a_turn_said_earlier_is_recalled_in_a_later_conversation(stack: Stack) -
     assert "Rocinante" in context.messages[0].content
     assert any(s.conversation_id == first_conversation for s in context.sources)
 
+    # The real chat path does the same before answering and returns the sources.
+    with stack.http() as http:
+        answer = http.post("/v1/chat/completions", json={
+            "model": "core", "mode": "direct", "max_tokens": 8, "temperature": 0,
+            "messages": [{"role": "user", "content": "What is my bicycle called?"}]})
+    assert answer.status_code == 200, answer.text
+    assert f"conversation:{first_conversation}" in [s["source"] for s in answer.json()["sources"]]
+
     # Forgetting the conversation removes it from the index too (through the outbox).
     with stack.http() as http:
         assert http.delete(f"/memory/conversations/{first_conversation}").status_code == 204
     wait_outbox_empty(stack)
     hits = search(stack, "bicycle Rocinante", kinds=["conversation"])
     assert all(h["source"] != f"conversation:{first_conversation}" for h in hits)
+
+
+def test_online_backup_restores_into_another_data_directory(stack: Stack, vault: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "online.tar.gz"
+    out = appliance("memory", "backup", str(archive))
+    assert out.returncode == 0, out.stderr
+    restored = Settings(data_dir=tmp_path / "restored")
+    restore_backup(restored, archive)
+    service = MemoryService(restored, embedding_backend(restored))
+    try:
+        hits = service.search(SearchRequest(query="как варить борщ со свёклой", k=1)).hits
+        assert hits[0].source == str(vault / "ru/borsch.md")
+    finally:
+        service.close()
 
 
 def test_turns_wait_while_the_rag_worker_is_down_and_are_indexed_after(stack: Stack) -> None:
