@@ -261,6 +261,11 @@ class MemoryClient:
             if group and item.op != group[0].op:
                 break
             group.append(item)
+        waiting = set(next(iter(self._inflight), ()))
+        if waiting and waiting <= {i.id for i in group}:
+            # A task for the first rows is already queued (worker was down): wait for that
+            # one instead of queueing the same turns again with the newer ones.
+            group = [i for i in group if i.id in waiting]
         ids = [i.id for i in group]
         try:
             if group[0].op == "forget_conversation":
