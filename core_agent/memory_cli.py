@@ -125,11 +125,13 @@ def _batches(items: list[tuple[str, Path, int]], max_bytes: int) -> Iterator[lis
         yield batch
 
 
-def _progress(total: int):
+def _progress():
+    """A progress bar on the terminal's stderr (stdout stays clean for --json)."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    disable=not sys.stderr.isatty(), transient=True, console=None)
+                    disable=not sys.stderr.isatty(), transient=True, console=Console(stderr=True))
 
 
 @docs_app.command("add")
@@ -165,7 +167,7 @@ def docs_add(
             report["unchanged"].append(source)
         else:
             todo.append((source, path, len(data)))
-    with _progress(len(todo)) as bar:
+    with _progress() as bar:
         task = bar.add_task("ingest", total=len(todo))
         for batch in _batches(todo, upload_limit):
             uploads = [("files", (p.name, p.read_bytes(), "application/octet-stream")) for _, p, _ in batch]
@@ -200,16 +202,19 @@ def _print_report(report: dict[str, Any], as_json: bool) -> None:
 
 
 @docs_app.command("remove")
-def docs_remove(sources: list[str] = typer.Argument(..., help="Documents to forget (paths as ingested; "
-                                                              "relative paths are resolved).")) -> None:
+def docs_remove(sources: list[str] = typer.Argument(..., help="Documents to forget: paths as ingested "
+                                                              "(relative paths are also tried as absolute).")) -> None:
     """Forget documents: removed from the index and the document registry."""
-    names = [str(Path(s).expanduser().resolve()) if not s.startswith("/") and Path(s).exists() else s
-             for s in sources]
-    result = api().request("DELETE", "/documents", params={"source": names})
-    for source in result["removed"]:
-        typer.echo(f"removed {source}")
-    for source in result["missing"]:
-        typer.secho(f"not ingested: {source}", fg="yellow", err=True)
+    # `docs add` records absolute paths; uploads keep the name they were given. Try both.
+    names = {s: list(dict.fromkeys([s, str(Path(s).expanduser().absolute())])) for s in sources}
+    result = api().request("DELETE", "/documents", params={"source": [n for ns in names.values() for n in ns]})
+    removed = set(result["removed"])
+    for given, candidates in names.items():
+        hit = next((n for n in candidates if n in removed), None)
+        if hit:
+            typer.echo(f"removed {hit}")
+        else:
+            typer.secho(f"not ingested: {given}", fg="yellow", err=True)
 
 
 @docs_app.command("list")

@@ -46,7 +46,7 @@ STOPWORDS_RU = frozenset("""
 
 
 @lru_cache(maxsize=2)
-def _stemmer(language: str):  # snowballstemmer objects are not thread-safe; we use one per worker thread
+def _stemmer(language: str):  # one per process: the rag worker stems in a single thread
     return snowballstemmer.stemmer(language)
 
 

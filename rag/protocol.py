@@ -23,7 +23,6 @@ RAG_FORGET_CONVERSATIONS = "rag.forget_conversations"
 RAG_RESET_TURNS = "rag.reset_turns"
 RAG_REINDEX_DOCUMENTS = "rag.reindex_documents"
 RAG_STATUS = "rag.status"
-RAG_SNAPSHOT = "rag.snapshot"
 
 HitKind = Literal["document", "conversation"]
 SearchMode = Literal["hybrid", "dense", "lexical"]

@@ -25,7 +25,6 @@ from rag.protocol import (
     RAG_REMOVE_DOCUMENT,
     RAG_RESET_TURNS,
     RAG_SEARCH,
-    RAG_SNAPSHOT,
     RAG_STATUS,
     ForgetConversationsRequest,
     IndexTurnsRequest,
