@@ -9,6 +9,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import MISSING_MODEL, Stack
+from ui.api_client import ApiClient
+from ui.live_answer import LiveAnswer, LiveTask
 
 APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
 QUESTION = "What is the capital of France? Answer in one short sentence."
@@ -78,7 +80,7 @@ def test_streamed_answer_with_its_panel_and_the_new_conversation(stack: Stack) -
         stored = http.get(f"/conversations/{cid}/messages").json()
     assert [m["content"] for m in stored] == [QUESTION, answer]
     at.run()
-    assert any(b.label.startswith("▶") for b in at.sidebar.button)
+    assert any(b.label.startswith("» ") for b in at.sidebar.button)
 
 
 def test_conversation_sidebar_search_rename_delete(stack: Stack) -> None:
@@ -117,18 +119,29 @@ def test_api_errors_are_shown_as_sentences(stack: Stack) -> None:
     assert not _problems(at)
 
 
-def test_panel_shows_plan_steps_workers_models_and_sources(stack: Stack) -> None:
-    """A planned answer (explicit one-step plan through the API) opened in the UI."""
-    with stack.http() as http:
-        resp = http.post("/v1/chat/completions", json={
-            "messages": [{"role": "user", "content": "Which city is the capital of France?"}], "max_tokens": 16,
-            "mode": "plan", "plan": {"steps": [{"id": "recall", "worker": "rag", "instruction": "capital of France"}]}})
-        assert resp.status_code == 200, resp.text
-        cid = resp.headers["x-conversation-id"]
-        title = http.get(f"/conversations/{cid}").json()["title"]
+def test_planned_answer_shows_live_steps_then_the_panel(stack: Stack) -> None:
+    """A planned answer (an explicit one-step plan, as a workflow would send it): its step is
+    visible live before the answer text starts, and the panel shows it afterwards."""
+    client = ApiClient(stack.url, stack.token)
+    title = f"Live plan {uuid.uuid4().hex[:8]}"
+    cid = client.create_conversation(title)["id"]
+    live = LiveAnswer(client, "Which city is the capital of France?", cid, mode="plan", max_tokens=16,
+                      plan={"steps": [{"id": "recall", "worker": "rag", "instruction": "capital of France"}]})
+    pieces: list[str] = []
+    before_text: list[dict[str, str]] = []
+
+    def on_change(task: LiveTask) -> None:
+        if not pieces:
+            before_text.append({sid: step.get("state", "") for sid, step in task.steps.items()})
+
+    for piece in live.start().text(on_change):
+        pieces.append(piece)
+    assert "".join(pieces).strip()
+    assert any(states.get("recall") in ("running", "succeeded") for states in before_text), before_text
+
     at = logged_in(stack)
     at.text_input(key="conversation-search").set_value(title).run()
-    next(b for b in at.sidebar.button if b.label == title).click().run()
+    _sidebar_button(at, title).click().run()
     panel = _panels(at)[-1]
     text = " ".join(m.value for m in panel.markdown)
     assert "mode `plan`" in text and "Steps" in text, text

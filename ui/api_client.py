@@ -87,12 +87,13 @@ class ApiClient:
 
     def stream_chat(self, message: str, conversation_id: str | None, *, model: str | None = None,
                     profile: str | None = None, adapter: str | None = None, mode: str | None = None,
-                    max_tokens: int | None = None, on_headers: Callable[[dict[str, str]], None] | None = None,
-                    ) -> Iterator[str]:
-        """Yield answer text pieces; `on_headers` gets the task and conversation ids first."""
+                    max_tokens: int | None = None, plan: dict[str, Any] | None = None,
+                    on_headers: Callable[[dict[str, str]], None] | None = None) -> Iterator[str]:
+        """Yield answer text pieces; `on_headers` gets the task and conversation ids first.
+        `plan` sends explicit steps instead of asking the planner (workflow-style requests)."""
         body: dict[str, Any] = {"messages": [{"role": "user", "content": message}], "stream": True}
         optional = {"conversation_id": conversation_id, "model": model, "profile": profile, "adapter": adapter,
-                    "mode": mode, "max_tokens": max_tokens}
+                    "mode": mode, "max_tokens": max_tokens, "plan": plan}
         body.update({k: v for k, v in optional.items() if v})
         try:
             with httpx.stream("POST", f"{self.base_url}/v1/chat/completions", json=body,

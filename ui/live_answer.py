@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 from ui.api_client import ApiClient, ApiError
 
 POLL_S = 0.2
+FIND_TASK_POLL_S = 0.5
 
 
 @dataclass
@@ -46,34 +47,72 @@ class LiveTask:
 
 
 class LiveAnswer:
-    def __init__(self, client: ApiClient, prompt: str, **chat_options: Any) -> None:
+    """Start with `start()`, then iterate `text()`.
+
+    The API sends the task id with the first answer text, which for a planned answer comes
+    only after the steps ran. To show steps while they run, the answer is sent into a known
+    conversation and the conversation's newest question (stored with its task id before the
+    work starts) is looked up until the id is known.
+    """
+
+    def __init__(self, client: ApiClient, prompt: str, conversation_id: str,
+                 known_task_ids: set[str] | None = None, **chat_options: Any) -> None:
         self.client = client
         self.prompt = prompt
+        self.conversation_id = conversation_id
+        self.known_task_ids = known_task_ids or set()
         self.options = chat_options
         self.meta: dict[str, str] = {}
         self.task = LiveTask()
         self._text: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._events_lock = threading.Lock()
+        self._events_task: str | None = None
+        self._finished = threading.Event()
 
     def start(self) -> LiveAnswer:
         threading.Thread(target=self._read_answer, daemon=True, name="ui-answer").start()
+        threading.Thread(target=self._find_task, daemon=True, name="ui-find-task").start()
         return self
 
+    def _follow_events(self, task_id: str) -> None:
+        with self._events_lock:
+            if self._events_task is not None:
+                return
+            self._events_task = task_id
+        self.meta.setdefault("task_id", task_id)
+        threading.Thread(target=self._read_events, args=(task_id,), daemon=True, name="ui-task-events").start()
+
     def _on_headers(self, meta: dict[str, str]) -> None:
-        self.meta.update(meta)
+        self.meta.update({k: v for k, v in meta.items() if v})
         if meta.get("task_id"):
-            threading.Thread(target=self._read_events, args=(meta["task_id"],), daemon=True,
-                             name="ui-task-events").start()
+            self._follow_events(meta["task_id"])
+
+    def _find_task(self) -> None:
+        """Poll the conversation for the question's task id until it is known some way."""
+        while not self._finished.is_set() and self._events_task is None:
+            try:
+                messages = self.client.messages(self.conversation_id)
+            except ApiError:
+                return
+            for msg in reversed(messages):
+                tid = msg.get("task_id")
+                if msg.get("role") == "user" and tid and tid not in self.known_task_ids:
+                    self._follow_events(tid)
+                    return
+            self._finished.wait(FIND_TASK_POLL_S)
 
     def _read_answer(self) -> None:
         try:
-            for piece in self.client.stream_chat(self.prompt, on_headers=self._on_headers, **self.options):
+            for piece in self.client.stream_chat(self.prompt, self.conversation_id, on_headers=self._on_headers,
+                                                 **self.options):
                 self._text.put(("text", piece))
         except ApiError as exc:
             self._text.put(("error", exc))
         except Exception as exc:  # never let a reader thread die silently
             self._text.put(("error", ApiError(0, f"the answer stream broke: {type(exc).__name__}: {exc}")))
         finally:
+            self._finished.set()
             self._text.put(("end", None))
 
     def _read_events(self, task_id: str) -> None:

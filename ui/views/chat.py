@@ -46,7 +46,7 @@ def conversation_sidebar(client: ApiClient) -> None:
         sb.caption("No conversation matches.")
     current = st.session_state.get("conversation_id")
     for conv in conversations[:50]:
-        label = ("▶ " if conv["id"] == current else "") + (conv["title"] or conv["id"])
+        label = ("» " if conv["id"] == current else "") + (conv["title"] or conv["id"])
         if sb.button(label, key=f"conv-{conv['id']}", use_container_width=True):
             _open(client, conv)
             st.rerun()
@@ -151,7 +151,16 @@ def answer(client: ApiClient, prompt: str, options: dict[str, Any]) -> None:
     st.session_state.history.append({"role": "user", "content": prompt})
     with st.chat_message("user"):
         st.markdown(prompt)
-    live = LiveAnswer(client, prompt, conversation_id=st.session_state.conversation_id, **options).start()
+    if not st.session_state.conversation_id:
+        # Created first, so the answer's task can be found (and followed) before its text starts.
+        try:
+            conv = client.create_conversation(title=prompt[:60])
+        except ApiError as exc:
+            show_error("Could not start a conversation", exc)
+            return
+        st.session_state.conversation_id, st.session_state.conversation_title = conv["id"], conv["title"]
+    known = {m.get("task_id") for m in st.session_state.history if m.get("task_id")}
+    live = LiveAnswer(client, prompt, st.session_state.conversation_id, known_task_ids=known, **options).start()
     with st.chat_message("assistant"):
         steps = st.empty()
         try:
@@ -164,10 +173,8 @@ def answer(client: ApiClient, prompt: str, options: dict[str, Any]) -> None:
         if not isinstance(text, str):
             text = "".join(str(t) for t in text)
         render_panel(client, live.meta.get("task_id"))
-    if live.meta.get("conversation_id") and not st.session_state.conversation_id:
-        st.session_state.conversation_id = live.meta["conversation_id"]
-        st.session_state.conversation_title = prompt[:60]
     st.session_state.history.append({"role": "assistant", "content": text, "task_id": live.meta.get("task_id")})
+    st.rerun()  # redraw from the stored turn: the sidebar now lists and marks this conversation
 
 
 def _show_live(placeholder: Any, task: Any) -> None:
