@@ -12,9 +12,11 @@ import hmac
 import json
 import queue
 import re
+import subprocess
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,7 +27,9 @@ import pytest
 import uvicorn
 
 from configs.loader import load_settings
+from configs.schema import Settings
 from core_agent.api.app import create_app
+from core_agent.webhook_jobs import JobStore
 from core_agent.webhooks import WebhookError, render_prompt
 from tests.conftest import Stack, free_port
 
@@ -70,21 +74,14 @@ class HookApi:
                          headers={"Authorization": f"Bearer {self.token}"}).json()
 
 
-@pytest.fixture(scope="module")
-def hook_api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HookApi]:
-    """An API process with the test hooks, sharing the stack's Redis and workers."""
-    port = free_port()
-    settings = load_settings(overrides={
-        "data_dir": str(tmp_path_factory.mktemp("webhook-api")), "api_port": port,
-        "webhooks": {"callback_backoff_s": 0.2, "callback_attempts": 3, "hooks": HOOKS},
-        # This process has its own conversation store; it must not index its turns into
-        # the stack's shared memory (other tests search it).
-        "memory": {"enabled": False},
-    })
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+@contextmanager
+def api_process(settings: Settings) -> Iterator[str]:
+    """The real API app under uvicorn in a thread (real HTTP); yields its URL."""
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.api_port,
+                                           log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{settings.api_port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -92,9 +89,28 @@ def hook_api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 break
         except httpx.HTTPError:
             time.sleep(0.1)
-    yield HookApi(url=url, token=stack.token)
-    server.should_exit = True
-    thread.join(timeout=15)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def hook_settings(data_dir: Path) -> Settings:
+    return load_settings(overrides={
+        "data_dir": str(data_dir), "api_port": free_port(),
+        "webhooks": {"callback_backoff_s": 0.2, "callback_attempts": 3, "hooks": HOOKS},
+        # This process has its own conversation store; it must not index its turns into
+        # the stack's shared memory (other tests search it).
+        "memory": {"enabled": False},
+    })
+
+
+@pytest.fixture(scope="module")
+def hook_api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HookApi]:
+    """An API process with the test hooks, sharing the stack's Redis and workers."""
+    with api_process(hook_settings(tmp_path_factory.mktemp("webhook-api"))) as url:
+        yield HookApi(url=url, token=stack.token)
 
 
 @dataclass
@@ -284,6 +300,25 @@ def test_async_hook_calls_back_signed_and_retries_after_a_receiver_error(
     assert again.status_code == 202 and again.json()["id"] == job_id
     assert len(hook_api.messages(job["conversation_id"])) == 2
     assert hook_api.job(job_id).json()["callback"]["attempts"] == 2
+
+
+def test_jobs_of_a_stopped_api_are_failed_and_their_callbacks_resumed(
+        stack: Stack, receiver: Receiver, tmp_path: Path) -> None:
+    """An API that stopped mid-job: the next API marks the job failed (interrupted) and
+    still delivers the pending callback, so the workflow hears about it."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    store = JobStore(tmp_path / "webhooks.sqlite3")
+    job, _ = store.create("later", "0" * 64, "crash-1", receiver.url)
+    with store._connect() as db:  # as the stopped API process left it
+        db.execute("UPDATE webhook_jobs SET status = 'running', owner_pid = ? WHERE id = ?", (gone.pid, job.id))
+    settings = hook_settings(tmp_path)
+    with api_process(settings) as url:
+        seen = httpx.get(f"{url}/jobs/{job.id}", headers={"Authorization": f"Bearer {stack.token}"}).json()
+        assert seen["status"] == "failed" and seen["error"]["code"] == "interrupted"
+        headers, payload = receiver.received.get(timeout=30)
+    assert _signature_ok(ASYNC_SECRET, headers, payload)
+    assert json.loads(payload)["error"]["code"] == "interrupted"
 
 
 # --- the n8n example workflows (docs/n8n/) ------------------------------------------------
