@@ -210,8 +210,9 @@ class ChatService:
         return (await self.dispatcher.call("chat.generate", task.model_dump(), queue=CHAT_QUEUE)).text
 
     async def _plan_steps(self, run: ChatRun, turn: ChatTurn, question: str,
-                          prompt: list[ChatMessage]) -> list[ChatMessage]:
-        """Plan and run the steps; return the messages for the final answer."""
+                          prompt: list[ChatMessage]) -> tuple[list[ChatMessage], str | None]:
+        """Plan and run the steps; return the messages for the final answer and, if
+        steps failed, what failed."""
         try:
             plan = await self.planner.plan(question, run.task_id, turn.plan, bool(turn.attachments),
                                            turn.allowed_workers)
@@ -219,7 +220,7 @@ class ChatService:
             # Never a 500: a request we cannot plan is answered directly.
             log.warning("task %s: no usable plan, answering directly: %s", run.task_id, exc)
             await self.tasks.set_plan(run.task_id, {"steps": [], "fallback": str(exc)}, {}, mode="direct")
-            return prompt
+            return prompt, None
         queues = {kind: route.queue for kind, route in self.settings.routes.items()}
         await self.tasks.set_plan(run.task_id, plan.model_dump(), queues)
         ctx = StepContext(attachments=turn.attachments, allow_code_execution=turn.allow_code_execution,
@@ -228,18 +229,19 @@ class ChatService:
         failed = failure_summary(outcomes)
         if failed:
             log.warning("task %s: steps failed: %s", run.task_id, failed)
-        return answer_messages(prompt, question, plan, outcomes)
+        return answer_messages(prompt, question, plan, outcomes), failed
 
     async def _turn(self, run: ChatRun, turn: ChatTurn, question: str, prompt: list[ChatMessage]) -> None:
         assert run._outcome is not None
         status, error = "failed", None
         try:
-            decision = await self.router.decide(question, turn.mode, bool(turn.attachments), self._ask_route)
+            mode = "plan" if turn.plan is not None else turn.mode  # an explicit plan is run as given
+            decision = await self.router.decide(question, mode, bool(turn.attachments), self._ask_route)
             await self.tasks.create(run.task_id, run.conversation_id, decision.route, turn.source, decision.reason)
-            messages = prompt
+            messages, failed = prompt, None
             answer_id = run.task_id
             if decision.route == "plan":
-                messages = await self._plan_steps(run, turn, question, prompt)
+                messages, failed = await self._plan_steps(run, turn, question, prompt)
                 answer_id = f"{run.task_id}.answer"
             if self.memory is not None:
                 recalled = await self.memory.retrieve_context(question, run.conversation_id)
@@ -248,11 +250,16 @@ class ChatService:
             task = ChatTask(model=turn.model, messages=messages, params=self._params(turn), stream=True)
             await self.dispatcher.submit("chat.generate", task.model_dump(), task_id=answer_id, queue=CHAT_QUEUE)
             result = await self._follow(run, answer_id)
+            if failed:
+                # The owner must learn what failed even if the model glosses over it.
+                note = f"\n\n[Not everything worked: {failed}]"
+                run._pieces.put_nowait(note)
+                result = result.model_copy(update={"text": result.text + note})
             self.store.append(run.conversation_id, "assistant", result.text, task_id=run.task_id, model=run.model,
                               meta={"usage": result.usage.model_dump(), "finish_reason": result.finish_reason,
                                     "attempt": result.attempt, "sources": run.sources})
             run._outcome.set_result(result)
-            status = "succeeded"
+            status, error = ("failed", failed) if failed else ("succeeded", None)
             if self.memory is not None:
                 self.memory.kick()  # index the new turns now rather than at the next poll
         except asyncio.CancelledError:

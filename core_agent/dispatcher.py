@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from celery import Celery
 
 from configs.schema import Settings
-from workers.protocol import ErrorInfo, StreamEvent, TaskResult, stream_key
+from workers.protocol import ErrorInfo, StreamEvent, TaskResult, cancel_key, stream_key
 
 
 READ_BLOCK_S = 2.0
@@ -97,4 +97,6 @@ class Dispatcher:
                                  f"{self.settings.celery.task_time_limit_s}s; the task was abandoned.")
 
     async def revoke(self, task_id: str) -> None:
+        """Stop a task: Celery drops it if not started; a running one sees the cancel key."""
+        await self.redis.set(cancel_key(task_id), "1", ex=self.settings.celery.result_expires_s)
         await asyncio.to_thread(self.celery.control.revoke, task_id)

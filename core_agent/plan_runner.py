@@ -74,7 +74,8 @@ class PlanRunner:
                             step, "skipped", error=f"not run: step(s) {failed} did not succeed"))
                         continue
                     inputs = {d: outcomes[d].result.text for d in step.depends_on}  # type: ignore[union-attr]
-                    key = hashlib.sha256(json.dumps([step.worker, step.instruction, inputs]).encode()).hexdigest()
+                    key = hashlib.sha256(json.dumps([step.worker, step.adapter, step.profile, step.instruction,
+                                                     inputs]).encode()).hexdigest()
                     if key in seen:
                         await self._settle(task_id, outcomes, StepOutcome(
                             step, "skipped", error=f"loop guard: same worker and input as step '{seen[key]}'"))
@@ -129,7 +130,7 @@ class PlanRunner:
                            attachments=ctx.attachments if step.worker == "vision" else [],
                            allow_code_execution=ctx.allow_code_execution)
         started = time.time()
-        await self.tasks.update_step(task_id, step.id, state="running", started_at=started, model=model,
+        await self.tasks.update_step(task_id, step.id, state="running", queued_at=started, model=model,
                                      adapter=params.adapter)
         timeout = self.settings.planner.step_timeout_s
         try:
@@ -150,7 +151,8 @@ class PlanRunner:
             return StepOutcome(step, "failed", error=error)
         seconds = time.time() - started
         await self.tasks.update_step(
-            task_id, step.id, state="succeeded", finished_at=time.time(), seconds=seconds, model=result.model,
+            task_id, step.id, state="succeeded", started_at=result.started_at, finished_at=result.finished_at,
+            worker_process=result.worker, seconds=seconds, model=result.model,
             prompt_tokens=result.usage.prompt_tokens, completion_tokens=result.usage.completion_tokens,
             attempts=result.attempt, result_summary=summarize(result.text))
         self.tasks.log_route(task_id, step.id, step.worker, result.model, result.adapter,

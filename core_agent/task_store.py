@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE TABLE IF NOT EXISTS steps (
     task_id TEXT NOT NULL, step_id TEXT NOT NULL, position INTEGER NOT NULL, worker TEXT NOT NULL,
     queue TEXT NOT NULL, instruction TEXT NOT NULL, depends_on TEXT NOT NULL, state TEXT NOT NULL,
-    model TEXT, adapter TEXT, started_at REAL, finished_at REAL, seconds REAL,
+    model TEXT, adapter TEXT, worker_process TEXT, queued_at REAL, started_at REAL, finished_at REAL,
+    seconds REAL,
     prompt_tokens INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0, result_summary TEXT, error TEXT,
     PRIMARY KEY (task_id, step_id)
@@ -55,9 +56,11 @@ class StepRecord(BaseModel):
     state: StepState = "pending"
     model: str | None = None
     adapter: str | None = None
-    started_at: float | None = None
+    worker_process: str | None = None   # Celery node and pid that ran it
+    queued_at: float | None = None      # sent to the queue (API clock)
+    started_at: float | None = None     # the worker began (worker clock)
     finished_at: float | None = None
-    seconds: float | None = None
+    seconds: float | None = None        # queued -> result, as the owner waited
     prompt_tokens: int = 0
     completion_tokens: int = 0
     attempts: int = 0
@@ -196,6 +199,21 @@ class TaskStore:
                 step.pop(key)
             records.append(StepRecord(**step))
         return TaskRecord(**data, steps=records)
+
+    def list(self, conversation_id: str | None = None, status: str | None = None,
+             limit: int = 50) -> list[TaskRecord]:
+        sql, args = "SELECT id FROM tasks WHERE 1=1", []
+        if conversation_id:
+            sql += " AND conversation_id = ?"
+            args.append(conversation_id)
+        if status:
+            sql += " AND status = ?"
+            args.append(status)
+        sql += " ORDER BY created_at DESC LIMIT ?"
+        args.append(limit)
+        with self._db() as db:
+            ids = [r["id"] for r in db.execute(sql, args).fetchall()]
+        return [self.get(i) for i in ids]
 
     def route_stats(self) -> list[RouteStat]:
         with self._db() as db:

@@ -44,6 +44,8 @@ def stack_env(data_dir: Path) -> dict[str, str]:
         f"APPLIANCE_MODELS__{MISSING_MODEL.upper()}__PATH": MISSING_MODEL_PATH,
         # Tests run with less patience than production for a missing worker.
         "APPLIANCE_CELERY__PICKUP_TIMEOUT_S": "30",
+        # The test stack lets the owner run code (off by default: see test_sandbox.py).
+        "APPLIANCE_SANDBOX__ENABLED": "true",
     }
 
 

@@ -45,6 +45,8 @@ def run_chat(task: ChatTask, publisher: EventPublisher) -> TaskResult:
             parts.append(delta.text)
             if task.stream:
                 publisher.token(delta.text)
+            else:
+                publisher.progress()
         if delta.finish_reason:
             finish = delta.finish_reason
         if delta.usage:

@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import redis
 
-from workers.protocol import TaskResult, ErrorInfo, StreamEvent, attempt_key, stream_key
+from workers.backends.base import BackendError
+from workers.protocol import ErrorInfo, StreamEvent, TaskResult, attempt_key, cancel_key, stream_key
 
 STREAM_MAXLEN = 20_000
+# How often (in tokens) a generating task checks whether the owner cancelled it.
+CANCEL_CHECK_EVERY = 8
+
+
+class TaskCancelled(BackendError):
+    code = "cancelled"
+    status = 409
 
 
 class EventPublisher:
@@ -20,6 +28,7 @@ class EventPublisher:
         self.ttl_s = ttl_s
         self.key = stream_key(task_id)
         self.attempt = 1
+        self._tokens = 0
 
     def start_attempt(self) -> int:
         """Count this delivery of the task; >1 means a redelivery after a lost worker."""
@@ -33,6 +42,13 @@ class EventPublisher:
 
     def token(self, text: str) -> None:
         self._emit(StreamEvent(type="token", attempt=self.attempt, text=text), expire=False)
+        self.progress()
+
+    def progress(self) -> None:
+        """Call while working; raises TaskCancelled once the core asked to stop."""
+        self._tokens += 1
+        if self._tokens % CANCEL_CHECK_EVERY == 0 and self.client.exists(cancel_key(self.task_id)):
+            raise TaskCancelled(f"task {self.task_id} was cancelled")
 
     def done(self, result: TaskResult) -> None:
         self._emit(StreamEvent(type="done", attempt=self.attempt, result=result))

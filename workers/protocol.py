@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 STREAM_KEY_PREFIX = "appliance:stream:"
 ATTEMPT_KEY_PREFIX = "appliance:attempts:"
+CANCEL_KEY_PREFIX = "appliance:cancel:"
 
 
 def stream_key(task_id: str) -> str:
@@ -22,6 +23,12 @@ def stream_key(task_id: str) -> str:
 
 def attempt_key(task_id: str) -> str:
     return f"{ATTEMPT_KEY_PREFIX}{task_id}"
+
+
+def cancel_key(task_id: str) -> str:
+    """Set by the core to stop a task that is already running (Celery's revoke only
+    stops tasks that have not started)."""
+    return f"{CANCEL_KEY_PREFIX}{task_id}"
 
 
 class ChatMessage(BaseModel):
@@ -77,6 +84,10 @@ class TaskResult(BaseModel):
     seconds: float = 0.0
     # Worker-specific details (sandbox exit code, OCR boxes, vector sizes, ...).
     data: dict[str, Any] = Field(default_factory=dict)
+    # Who ran it and when (wall clock), filled in by the worker's task wrapper.
+    worker: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
 
 
 class Attachment(BaseModel):

@@ -9,6 +9,8 @@ backend errors are retried with exponential backoff; other errors fail the task.
 from __future__ import annotations
 
 import logging
+import os
+import time
 from typing import Any, Callable
 
 from workers.backends.base import BackendError, TransientBackendError
@@ -30,6 +32,7 @@ def published_task(name: str, max_retries: int | None = None) -> Callable[[TaskB
         def task(self, payload: dict[str, Any]) -> dict[str, Any]:
             publisher = EventPublisher(redis_client(), self.request.id, settings().celery.result_expires_s)
             publisher.start_attempt()
+            started_at = time.time()
             try:
                 result = body(payload, publisher)
             except TransientBackendError as exc:
@@ -47,6 +50,9 @@ def published_task(name: str, max_retries: int | None = None) -> Callable[[TaskB
                 publisher.error(ErrorInfo(code="worker_error", status=500,
                                           message=f"{name} failed: {exc.__class__.__name__}: {exc}"))
                 raise
+            result = result.model_copy(update={
+                "worker": f"{self.request.hostname}:{os.getpid()}", "started_at": started_at,
+                "finished_at": time.time(), "attempt": publisher.attempt})
             publisher.done(result)
             return result.model_dump()
 

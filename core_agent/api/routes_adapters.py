@@ -1,4 +1,5 @@
-"""/adapters: the LoRA adapter registry over HTTP (same operations as `appliance adapters`)."""
+"""/adapters: the LoRA adapter registry over HTTP (same operations as `appliance adapters`),
+and /stats/adapters: loads, evictions, swap latency and requests per adapter."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from lora_manager.registry import AdapterRecord
 from lora_manager.service import AdapterService
 from workers.backends.base import BackendError
 
-router = APIRouter(prefix="/adapters", dependencies=[Depends(require_owner)], tags=["adapters"])
+# No prefix: the adapter metrics also live beside the other statistics under /stats.
+router = APIRouter(dependencies=[Depends(require_owner)], tags=["adapters"])
 
 
 class NewAdapter(BaseModel):
@@ -40,17 +42,18 @@ def _error(exc: BackendError) -> JSONResponse:
     return error_response(exc.status, str(exc), exc.code)
 
 
-@router.get("", response_model=list[AdapterRecord])
+@router.get("/adapters", response_model=list[AdapterRecord])
 def list_adapters(request: Request) -> Any:
     return _service(request).list()
 
 
-@router.get("/stats")
+@router.get("/stats/adapters")
+@router.get("/adapters/stats")
 def adapter_stats(request: Request) -> dict[str, Any]:
     return _service(request).stats()
 
 
-@router.get("/{name}", response_model=AdapterRecord)
+@router.get("/adapters/{name}", response_model=AdapterRecord)
 def get_adapter(name: str, request: Request) -> Any:
     try:
         return _service(request).get(name)
@@ -58,7 +61,7 @@ def get_adapter(name: str, request: Request) -> Any:
         return _error(exc)
 
 
-@router.post("", response_model=AdapterRecord, status_code=201)
+@router.post("/adapters", response_model=AdapterRecord, status_code=201)
 def add_adapter(body: NewAdapter, request: Request) -> Any:
     try:
         return _service(request).add(body.name, Path(body.path), tasks=body.tasks, pinned=body.pinned,
@@ -67,7 +70,7 @@ def add_adapter(body: NewAdapter, request: Request) -> Any:
         return _error(exc)
 
 
-@router.delete("/{name}", status_code=204, response_model=None)
+@router.delete("/adapters/{name}", status_code=204, response_model=None)
 def remove_adapter(name: str, request: Request) -> Any:
     try:
         _service(request).remove(name)
@@ -76,7 +79,7 @@ def remove_adapter(name: str, request: Request) -> Any:
     return Response(status_code=204)
 
 
-@router.post("/{name}/load")
+@router.post("/adapters/{name}/load")
 def load_adapter(name: str, request: Request, body: ModelChoice | None = None) -> Any:
     try:
         return {"name": name, "result": _service(request).load(name, body.model if body else None)}
@@ -84,7 +87,7 @@ def load_adapter(name: str, request: Request, body: ModelChoice | None = None) -
         return _error(exc)
 
 
-@router.post("/{name}/unload")
+@router.post("/adapters/{name}/unload")
 def unload_adapter(name: str, request: Request, body: ModelChoice | None = None) -> Any:
     try:
         return {"name": name, "result": _service(request).unload(name, body.model if body else None)}

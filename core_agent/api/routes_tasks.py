@@ -7,7 +7,7 @@ import asyncio
 import json
 from typing import AsyncIterator
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
 from core_agent.api.deps import AppState, get_state, require_owner
@@ -25,6 +25,12 @@ def _task(state: AppState, task_id: str) -> TaskRecord:
         return state.tasks.get(task_id)
     except TaskNotFound:
         raise HTTPException(404, f"task '{task_id}' does not exist") from None
+
+
+@router.get("/tasks", response_model=list[TaskRecord])
+def list_tasks(request: Request, conversation_id: str | None = None, status: str | None = None,
+               limit: int = Query(50, ge=1, le=500)) -> list[TaskRecord]:
+    return get_state(request).tasks.list(conversation_id=conversation_id, status=status, limit=limit)
 
 
 @router.get("/tasks/{task_id}", response_model=TaskRecord)
