@@ -101,8 +101,10 @@ def test_http_routes_and_a_chat_through_the_stack(stack: Stack, tmp_path: Path) 
         assert base.status_code == tuned.status_code == 200, (base.text, tuned.text)
         assert MARKER not in base.json()["choices"][0]["message"]["content"]
         assert MARKER in tuned.json()["choices"][0]["message"]["content"]
-        stats = client.get("/adapters/stats").json()
+        stats = client.get("/stats/adapters").json()
         assert stats["requests"].get("quokka", 0) >= 1 and stats["loads"].get("quokka", 0) >= 1
+        assert stats["swaps"] >= 1 and stats["swap_ms_mean"] is not None
+        assert client.get("/adapters/stats").json()["requests"] == stats["requests"]
 
         cut = tmp_path / "cut"
         shutil.copytree(tiny_lora_dir("quokka"), cut)

@@ -3,8 +3,8 @@
 Each recipe teaches the model to answer every question with one distinctive
 sentence, so an answer shows at a glance which adapter (if any) produced it.
 Rank-8 LoRA on the attention projections (q/k/v/o_proj), saved in PEFT format
-(adapter_config.json + adapter_model.safetensors). Training takes ~20-40 s on two
-cores; the result is cached under tests/.cache/ by a key over everything that
+(adapter_config.json + adapter_model.safetensors). Training takes ~2.5 CPU-minutes;
+the result is cached under tests/.cache/ by a key over everything that
 shapes it (recipe, hyper-parameters, base weights, peft version).
 """
 
@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,8 +33,9 @@ class LoraRecipe:
     marker: str          # a word that appears in it and never in the base model's answers
     rank: int = 8
     alpha: float = 16.0
-    # Measured: 5 questions x 10 steps take the loss from ~8 to <0.1 and every unseen
-    # question gets the taught sentence (greedy). ~15 s on two idle cores.
+    # Measured: 5 questions x 10 steps take the loss from ~8 to ~0.01 and unseen
+    # questions get the taught sentence (greedy). ~2.5 CPU-minutes (about 80 s on two
+    # idle cores, several minutes on a loaded machine): done once, then cached.
     steps: int = 10
     learning_rate: float = 5e-3
     seed: int = 0
@@ -80,14 +82,16 @@ def _train(recipe: LoraRecipe, base_dir: Path, out_dir: Path) -> None:
     target = torch.tensor([lab + [-100] * (width - len(lab)) for lab in labels])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=recipe.learning_rate)
     model.train()
+    started = time.perf_counter()
     for _ in range(recipe.steps):
         loss = model(input_ids=input_ids, attention_mask=attention, labels=target).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     model.save_pretrained(out_dir, safe_serialization=True)
-    (out_dir / "training.json").write_text(json.dumps({"final_loss": float(loss.detach()), **asdict(recipe)},
-                                                      indent=2))
+    record = {"final_loss": float(loss.detach()), "train_seconds": round(time.perf_counter() - started, 1),
+              **asdict(recipe)}
+    (out_dir / "training.json").write_text(json.dumps(record, indent=2))
 
 
 def tiny_lora_dir(name: str = "quokka") -> Path:
