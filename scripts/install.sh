@@ -51,6 +51,8 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 if [[ $WITH_TEST -eq 1 ]]; then
   command -v chromium >/dev/null || missing+=(chromium)
+  # compose.yaml is validated with Debian's docker-compose (no Docker engine needed).
+  command -v docker-compose >/dev/null || missing+=(docker-compose)
 fi
 [[ ${#missing[@]} -eq 0 ]] || apt_install "${missing[@]}"
 

@@ -15,7 +15,7 @@ from configs.schema import QUEUE_NAMES, Settings
 
 # Task name prefix -> queue. A task named "chat.generate" runs on the "chat" queue.
 TASK_MODULES = ["workers.chat_worker", "workers.code_worker", "workers.vision_worker",
-                "workers.embed_worker", "workers.rag_worker", "workers.memory_steps"]
+                "workers.embed_worker", "workers.rag_worker", "workers.memory_steps", "workers.noop"]
 
 
 def create_celery_app(settings: Settings) -> Celery:
