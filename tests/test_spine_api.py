@@ -132,3 +132,29 @@ def test_ready_reports_redis_workers_and_model(stack: Stack) -> None:
     # The broken model is reported with its reason, without making the appliance unready.
     assert "not found" in body["checks"]["models"]["detail"][MISSING_MODEL]
     assert "chat" in body["checks"]["workers"]["detail"]["consumed"]
+
+
+def test_appliance_chat_command_streams_an_answer(stack: Stack) -> None:
+    import os
+    import subprocess
+    from pathlib import Path
+
+    cli = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "appliance"
+    result = subprocess.run([str(cli), "chat", QUESTION], capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    assert "paris" in result.stdout.lower()
+    assert "[conversation " in result.stderr
+
+
+def test_appliance_chat_command_explains_a_down_api(tmp_path) -> None:
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from tests.conftest import free_port
+
+    cli = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "appliance"
+    env = {**os.environ, "APPLIANCE_API_PORT": str(free_port()), "APPLIANCE_DATA_DIR": str(tmp_path)}
+    result = subprocess.run([str(cli), "chat", "hi"], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 1 and "appliance up" in result.stderr
