@@ -267,7 +267,8 @@ def memory_backup(archive: Optional[Path] = typer.Argument(
         manifest = create_backup(settings, target.expanduser().resolve())
     except BackupError as exc:
         fail(str(exc))
-    index = "index files included" if manifest.qdrant == "local" else \
+    index_files = sum(name.startswith("qdrant/") for name in manifest.files)
+    index = f"{index_files} Qdrant index files" if manifest.qdrant == "local" else \
         f"index on the Qdrant server {manifest.qdrant} not included: run `appliance memory reindex` after a restore"
     typer.echo(f"backup written: {target} ({len(manifest.files)} files; {index})")
 

@@ -89,6 +89,12 @@ def test_adding_again_skips_unchanged_files_and_prunes_deleted_ones(stack: Stack
     assert report["removed"] == [str(vault / "en/sourdough.md")]
     assert all(h["source"] != str(vault / "en/sourdough.md") for h in search(stack, "sourdough rye starter"))
 
+    pdf = str(vault / "manuals/heat-pump.pdf")
+    out = appliance("docs", "remove", pdf)
+    assert out.returncode == 0 and f"removed {pdf}" in out.stdout, out.stderr
+    assert all(h["source"] != pdf for h in search(stack, "heat pump coil"))
+    assert appliance("docs", "remove", pdf).returncode == 1, "removing it again is an error"
+
 
 def test_upload_through_the_api_and_forget_the_document(stack: Stack) -> None:
     with stack.http() as http:
