@@ -6,6 +6,7 @@ under it. A screenshot is saved to tests/.cache/ui-chat.png.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -55,9 +56,13 @@ def test_owner_sees_a_streamed_answer_in_the_browser(stack: Stack) -> None:
                     seen.append(text)
                 page.wait_for_timeout(100)
             final = answer.inner_text()
+            # After the answer the page redraws from the stored turn; the sidebar then marks
+            # the new conversation as the open one. Open the panel on the redrawn page.
+            page.get_by_role("button", name=re.compile(r"^» Tell me about Paris")).wait_for()
+            page.get_by_text("How this answer was made").click()
+            page.get_by_text("Options").click()  # fold the options so the panel fits on screen
+            page.get_by_text("succeeded").first.scroll_into_view_if_needed()
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            panel.click()
-            page.wait_for_timeout(500)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
         finally:
             browser.close()
