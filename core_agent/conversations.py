@@ -8,14 +8,14 @@ other way round.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pydantic import BaseModel, Field
+
+from core_agent.sqlite_file import SqliteFile
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -100,25 +100,10 @@ class MemoryOutboxItem(BaseModel):
     attempts: int = 0
 
 
-class ConversationStore:
+class ConversationStore(SqliteFile):
     def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
-            db.executescript(MEMORY_OUTBOX_SCHEMA)
+        super().__init__(path, SCHEMA, MEMORY_OUTBOX_SCHEMA)
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA foreign_keys=ON")
-        try:
-            with db:  # commits on success, rolls back on error
-                yield db
-        finally:
-            db.close()
 
     def create(self, title: str = "New conversation", conversation_id: str | None = None) -> Conversation:
         now = time.time()

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
+
+from core_agent.sqlite_file import SqliteFile
 
 TaskStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 StepState = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
@@ -104,24 +105,11 @@ def summarize(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-class TaskStore:
+class TaskStore(SqliteFile):
     def __init__(self, path: Path, redis: aioredis.Redis) -> None:
-        self.path = path
+        super().__init__(path, SCHEMA)
         self.redis = redis
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.row_factory = sqlite3.Row
-        try:
-            with db:
-                yield db
-        finally:
-            db.close()
 
     async def _event(self, task_id: str, event: dict[str, Any]) -> None:
         key = EVENTS_KEY.format(task_id)
@@ -134,7 +122,7 @@ class TaskStore:
 
     async def create(self, task_id: str, conversation_id: str | None, mode: str, source: str,
                      route_reason: str | None = None) -> None:
-        with self._db() as db:
+        with self._connect() as db:
             db.execute("INSERT INTO tasks(id, conversation_id, mode, route_reason, status, source, created_at) "
                        "VALUES (?,?,?,?,?,?,?)",
                        (task_id, conversation_id, mode, route_reason, "running", source, time.time()))
@@ -142,7 +130,7 @@ class TaskStore:
 
     async def set_plan(self, task_id: str, plan: dict[str, Any], queues: dict[str, str],
                        mode: str = "plan") -> None:
-        with self._db() as db:
+        with self._connect() as db:
             db.execute("UPDATE tasks SET plan = ?, mode = ? WHERE id = ?", (json.dumps(plan), mode, task_id))
             for position, step in enumerate(plan["steps"]):
                 db.execute("INSERT OR REPLACE INTO steps(task_id, step_id, position, worker, queue, instruction, "
@@ -159,21 +147,21 @@ class TaskStore:
             raise ValueError(f"unknown step fields {unknown}")
         if fields:
             sets = ", ".join(f"{k} = ?" for k in fields)
-            with self._db() as db:
+            with self._connect() as db:
                 db.execute(f"UPDATE steps SET {sets} WHERE task_id = ? AND step_id = ?",
                            (*fields.values(), task_id, step_id))
         await self._event(task_id, {"type": "step", "step_id": step_id, **fields})
 
     async def finish(self, task_id: str, status: TaskStatus, error: str | None = None,
                      sources: list[dict[str, Any]] | None = None) -> None:
-        with self._db() as db:
+        with self._connect() as db:
             db.execute("UPDATE tasks SET status = ?, error = ?, sources = ?, finished_at = ? WHERE id = ?",
                        (status, error, json.dumps(sources or []), time.time(), task_id))
         await self._event(task_id, {"type": "task", "status": status, "error": error})
 
     def log_route(self, task_id: str, step_id: str, worker: str, model: str | None, adapter: str | None,
                   prompt_tokens: int, completion_tokens: int, latency_s: float, outcome: str) -> None:
-        with self._db() as db:
+        with self._connect() as db:
             db.execute("INSERT INTO route_log(task_id, step_id, worker, model, adapter, prompt_tokens, "
                        "completion_tokens, latency_s, outcome, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
                        (task_id, step_id, worker, model, adapter, prompt_tokens, completion_tokens,
@@ -182,7 +170,7 @@ class TaskStore:
     # --- reads -----------------------------------------------------------------
 
     def get(self, task_id: str) -> TaskRecord:
-        with self._db() as db:
+        with self._connect() as db:
             row = db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
             if row is None:
                 raise TaskNotFound(task_id)
@@ -211,12 +199,12 @@ class TaskStore:
             args.append(status)
         sql += " ORDER BY created_at DESC LIMIT ?"
         args.append(limit)
-        with self._db() as db:
+        with self._connect() as db:
             ids = [r["id"] for r in db.execute(sql, args).fetchall()]
         return [self.get(i) for i in ids]
 
     def route_stats(self) -> list[RouteStat]:
-        with self._db() as db:
+        with self._connect() as db:
             rows = db.execute("SELECT worker, model, adapter, latency_s, outcome, prompt_tokens, completion_tokens "
                               "FROM route_log").fetchall()
         groups: dict[tuple, list[sqlite3.Row]] = {}

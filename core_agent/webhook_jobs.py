@@ -13,11 +13,12 @@ import os
 import sqlite3
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
+
+from core_agent.sqlite_file import SqliteFile
 
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
 CallbackStatus = Literal["none", "pending", "delivered", "failed"]
@@ -81,23 +82,10 @@ class Job(BaseModel):
         return self.status in ("succeeded", "failed")
 
 
-class JobStore:
+class JobStore(SqliteFile):
     def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+        super().__init__(path, SCHEMA)
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.row_factory = sqlite3.Row
-        try:
-            with db:
-                yield db
-        finally:
-            db.close()
 
     @staticmethod
     def _job(row: sqlite3.Row) -> Job:
