@@ -85,6 +85,7 @@ class ChatRun:
     sources: list[dict[str, Any]] = field(default_factory=list)
     _pieces: asyncio.Queue = field(default_factory=asyncio.Queue)
     _outcome: asyncio.Future | None = None
+    _planning: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def pieces(self) -> AsyncIterator[str]:
         """New answer text as it arrives; raises ChatFailed if the turn fails."""
@@ -101,8 +102,18 @@ class ChatRun:
 
     async def first_piece(self) -> str | None:
         """Wait for the first text (or the end); raises ChatFailed before any text is sent,
-        so the HTTP layer can still choose the status code (a missing model is a 503)."""
-        item = await self._pieces.get()
+        so the HTTP layer can still choose the status code (a missing model is a 503).
+
+        A planned turn returns "" as soon as its plan starts, so a streaming client gets
+        the task id (and can follow /tasks/{id}/events) while the steps run."""
+        getter = asyncio.ensure_future(self._pieces.get())
+        planning = asyncio.ensure_future(self._planning.wait())
+        await asyncio.wait({getter, planning}, return_when=asyncio.FIRST_COMPLETED)
+        if not getter.done():
+            getter.cancel()
+            return ""
+        planning.cancel()
+        item = getter.result()
         if item is None:
             await self.result()
         return item
@@ -241,6 +252,7 @@ class ChatService:
             messages, failed = prompt, None
             answer_id = run.task_id
             if decision.route == "plan":
+                run._planning.set()
                 messages, failed = await self._plan_steps(run, turn, question, prompt)
                 answer_id = f"{run.task_id}.answer"
             if self.memory is not None:

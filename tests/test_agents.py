@@ -184,3 +184,23 @@ def test_task_events_stream_replays_the_plan_and_ends(stack: Stack) -> None:
     assert ("plan", None) in kinds
     assert ("step", "running") in kinds and ("step", "succeeded") in kinds
     assert kinds[-1] == ("task", "succeeded")
+
+
+def test_streamed_plan_answer_sends_the_task_id_while_steps_run(stack: Stack) -> None:
+    import json
+
+    plan = Plan(steps=[PlanStep(id="draft", worker="chat", instruction="Write two sentences about tea.")])
+    body = {"stream": True, "plan": plan.model_dump(), "max_tokens": 32,
+            "messages": [{"role": "user", "content": "Do the plan."}]}
+    with stack.http() as http, http.stream("POST", "/v1/chat/completions", json=body) as resp:
+        assert resp.status_code == 200
+        task_id = resp.headers["x-task-id"]
+        # The headers arrive as the plan starts: the task is visible before any answer text.
+        first_look = http.get(f"/tasks/{task_id}").json()
+        text = "".join(json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+                       for line in resp.iter_lines()
+                       if line.startswith("data: {") and json.loads(line[6:]).get("choices"))
+    assert first_look["mode"] == "plan"
+    assert text.strip()
+    with stack.http() as http:
+        assert http.get(f"/tasks/{task_id}").json()["status"] == "succeeded"
