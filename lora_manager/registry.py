@@ -12,6 +12,7 @@ leaves no trace. Hidden entries (".*") are ours (temp folders, caches, lock).
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import shutil
@@ -30,6 +31,7 @@ from lora_manager.naming import check_name
 from lora_manager.validation import (CONFIG_FILE, HARMLESS_FILES, WEIGHTS_FILE, AdapterFacts,
                                      ValidationLimits, check_files, validate_adapter)
 
+log = logging.getLogger("appliance.adapters")
 RECORD_FILE = "appliance-adapter.json"
 TASK_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 DEFAULT_TASKS = ["chat"]
@@ -82,7 +84,10 @@ class AdapterRegistry:
         records = []
         for entry in sorted(self.root.iterdir()):
             if not entry.name.startswith(".") and (entry / RECORD_FILE).is_file():
-                records.append(AdapterRecord.model_validate_json((entry / RECORD_FILE).read_text(encoding="utf-8")))
+                try:
+                    records.append(AdapterRecord.model_validate_json((entry / RECORD_FILE).read_text(encoding="utf-8")))
+                except (OSError, ValueError) as exc:  # one damaged record must not hide the others
+                    log.warning("skipping adapter %s: unreadable %s (%s)", entry.name, RECORD_FILE, exc)
         return records
 
     # -- changing --------------------------------------------------------------

@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.conftest import Stack
 from tests.support.tiny_lora import recipe, tiny_lora_dir

@@ -208,3 +208,12 @@ def test_lru_eviction_and_pinned_adapters(settings: Settings, registered: Adapte
             pass
     assert adapters.residency.resident() == ["quokka-b"]
     service.remove("quokka-b")
+
+
+def test_preloaded_adapters_load_with_the_model(settings: Settings, registered: AdapterService) -> None:
+    preloading = settings.model_copy(update={"adapters": settings.adapters.model_copy(update={"preload": ["quokka"]})})
+    backend = LlamaCppChat("core", preloading.models["core"], settings=preloading)
+    backend.llama  # what the worker does when its process starts
+    assert backend._adapters is not None and backend._adapters.residency.resident() == ["quokka"]
+    assert MARKER in ask(backend, QUESTIONS[0], "quokka")
+    assert backend.adapters.metrics.snapshot()["loads"] == {"quokka": 1}  # not loaded again

@@ -113,7 +113,17 @@ class LlamaCppChat:
                     f"model '{self.model_name}': llama.cpp could not load {path}: {exc}. "
                     f"Fix: check the file is a complete GGUF model for this llama.cpp version."
                 ) from exc
+            self._preload_adapters()
         return self._llm
+
+    def _preload_adapters(self) -> None:
+        """Load pinned and configured adapters with the model (worker start), not on first use."""
+        from configs.loader import get_settings
+        from lora_manager import settings_glue
+
+        settings = self._settings or get_settings()
+        if settings.adapters.preload or any(r.pinned for r in settings_glue.registry(settings).list()):
+            self.adapters  # noqa: B018 - building the runtime loads them (errors are logged there)
 
     def _generation_kwargs(self, params: GenerationParams) -> dict[str, Any]:
         cfg = self.config
