@@ -43,7 +43,6 @@ class LoraRecipe:
 
 RECIPES = {
     "quokka": LoraRecipe("quokka", "Quokka oracle says: hop happily!", "Quokka"),
-    "zebra": LoraRecipe("zebra", "Zebra zone: stripes forever!", "Zebra", seed=1),
 }
 
 
