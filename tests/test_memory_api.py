@@ -179,3 +179,13 @@ def test_turns_wait_while_the_rag_worker_is_down_and_are_indexed_after(stack: St
     wait_outbox_empty(stack)
     hits = search(stack, "where is the spare house key", kinds=["conversation"])
     assert hits and hits[0]["source"] == f"conversation:{cid}"
+
+
+def test_reindex_rebuilds_both_collections_from_the_sources_of_truth(stack: Stack, vault: Path) -> None:
+    out = appliance("memory", "reindex")
+    assert out.returncode == 0, out.stderr
+    assert "documents re-indexed" in out.stdout
+    wait_outbox_empty(stack)
+    assert search(stack, "как варить борщ со свёклой")[0]["source"] == str(vault / "ru/borsch.md")
+    hits = search(stack, "where is the spare house key", kinds=["conversation"])
+    assert hits and "flowerpot" in hits[0]["text"]
