@@ -25,7 +25,8 @@ _serves_embed = False
 def _note_queues(sender: str, instance, **_: object) -> None:
     # Every worker imports every task module; only the one consuming "embed" preloads.
     global _serves_embed
-    _serves_embed = "embed" in instance.app.amqp.queues.consume_from
+    queues = instance.app.amqp.queues
+    _serves_embed = "embed" in (queues.consume_from or queues)  # no -Q: the worker consumes every queue
 
 
 @worker_process_init.connect

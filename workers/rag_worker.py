@@ -53,7 +53,8 @@ KNOWN = (StoreError,)
 def _note_queues(sender: str, instance, **_: object) -> None:
     # Every worker imports every task module; only the one consuming "rag" opens Qdrant.
     global _serves_rag
-    _serves_rag = "rag" in instance.app.amqp.queues.consume_from
+    queues = instance.app.amqp.queues
+    _serves_rag = "rag" in (queues.consume_from or queues)  # no -Q: the worker consumes every queue
 
 
 def service() -> MemoryService:
