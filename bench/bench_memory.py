@@ -21,7 +21,6 @@ import os
 import resource
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 

@@ -20,7 +20,6 @@ every file's hash, and moves the replaced files aside (never deletes them).
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import sqlite3
 import tarfile

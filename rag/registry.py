@@ -14,7 +14,7 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from rag.parsers import ParsedDocument, Section
 from rag.protocol import DocumentInfo
