@@ -79,7 +79,7 @@ def test_good_adapter_is_registered_with_checksum(registry: AdapterRegistry, bas
     expected = hashlib.sha256((adapter_dir / "adapter_config.json").read_bytes()
                               + (adapter_dir / "adapter_model.safetensors").read_bytes()).hexdigest()
     assert record.checksum == expected
-    assert (record.facts.rank, record.facts.alpha, record.facts.layers) == (8, 16.0, 30)
+    assert (record.facts.rank, record.facts.alpha, record.facts.layers) == (8, 16.0, 15)
     assert record.facts.target_modules == ["k_proj", "o_proj", "q_proj", "v_proj"]
     assert record.tasks == ["chat", "sport"] and record.pinned
     stored = registry.root / "quokka"

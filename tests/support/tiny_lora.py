@@ -2,9 +2,9 @@
 
 Each recipe teaches the model to answer every question with one distinctive
 sentence, so an answer shows at a glance which adapter (if any) produced it.
-Rank-8 LoRA on the attention projections (q/k/v/o_proj), saved in PEFT format
-(adapter_config.json + adapter_model.safetensors). Training takes ~2.5 CPU-minutes;
-the result is cached under tests/.cache/ by a key over everything that
+Rank-8 LoRA on the attention projections (q/k/v/o_proj) of the upper 15 layers,
+saved in PEFT format (adapter_config.json + adapter_model.safetensors). Training takes
+~1.5 CPU-minutes; the result is cached under tests/.cache/ by a key over everything that
 shapes it (recipe, hyper-parameters, base weights, peft version).
 """
 
@@ -33,9 +33,13 @@ class LoraRecipe:
     marker: str          # a word that appears in it and never in the base model's answers
     rank: int = 8
     alpha: float = 16.0
+    # Adapt the upper half of the 30 layers only: backpropagation then stops at layer
+    # 15, which cuts training CPU by ~40% while every kind of projection (and the q/k
+    # permutation the converter must get right) is still exercised.
+    first_layer: int = 15
     # Measured: 5 questions x 10 steps take the loss from ~8 to ~0.01 and unseen
-    # questions get the taught sentence (greedy). ~2.5 CPU-minutes (about 80 s on two
-    # idle cores, several minutes on a loaded machine): done once, then cached.
+    # questions get the taught sentence (greedy). ~1.5 CPU-minutes (under a minute on
+    # two idle cores, several minutes on a loaded machine): done once, then cached.
     steps: int = 10
     learning_rate: float = 5e-3
     seed: int = 0
@@ -64,8 +68,10 @@ def _train(recipe: LoraRecipe, base_dir: Path, out_dir: Path) -> None:
     torch.manual_seed(recipe.seed)
     tok = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    layers = list(range(recipe.first_layer, model.config.num_hidden_layers))
     model = get_peft_model(model, LoraConfig(r=recipe.rank, lora_alpha=recipe.alpha, lora_dropout=0.0,
-                                             target_modules=TARGET_MODULES, task_type="CAUSAL_LM"))
+                                             target_modules=TARGET_MODULES, layers_to_transform=layers,
+                                             task_type="CAUSAL_LM"))
     rows, labels = [], []
     for question in QUESTIONS:
         prompt = tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
