@@ -247,9 +247,10 @@ def test_chat_worker_concurrency_follows_the_core_sequences(resolved: dict[str, 
     assert int(cmd[cmd.index("-c") + 1]) == plan.service("vllm-core").knobs.max_num_seqs
 
 
-def test_gpu_settings_point_at_the_planned_servers(plan, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("APPLIANCE_PROFILE", "gpu")
-    settings = load_settings()
+def test_gpu_settings_point_at_the_planned_servers(plan) -> None:
+    # Only the shipped files and the profile: the session's test stack sets APPLIANCE_*
+    # variables of its own (e.g. an extra model) that are not part of the gpu profile.
+    settings = load_settings(environ={"APPLIANCE_PROFILE": "gpu"})
     served = {f"http://{s.service}:8000/v1": s for s in plan.services}
     for name, model in settings.models.items():
         assert model.backend == "openai" and model.base_url in served, name
@@ -267,11 +268,10 @@ def test_gpu_settings_point_at_the_planned_servers(plan, monkeypatch: pytest.Mon
     assert settings.adapters.max_loras <= lora.max_cpu_loras
 
 
-def test_cpu_profile_workers_run_llama_cpp(resolved: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cpu_profile_workers_run_llama_cpp(resolved: dict[str, Any]) -> None:
     cpu_workers = [svc for svc in resolved["services"].values() if svc.get("profiles") == ["cpu"]]
     assert cpu_workers and all(svc["environment"]["APPLIANCE_PROFILE"] == "local" for svc in cpu_workers)
-    monkeypatch.setenv("APPLIANCE_PROFILE", "local")
-    assert load_settings().models["core"].backend == "llamacpp"
+    assert load_settings(environ={"APPLIANCE_PROFILE": "local"}).models["core"].backend == "llamacpp"
 
 
 def test_app_image_is_cuda_free() -> None:

@@ -296,6 +296,8 @@ def test_async_hook_calls_back_signed_and_retries_after_a_receiver_error(
     assert job["callback"] == {"url": receiver.url, "status": "delivered", "attempts": 2, "error": None}
 
     # The same key (signed anew) gives the same job: no second run, no further callback.
+    # Signatures carry whole seconds: wait for the next one so this is not a replay.
+    time.sleep(1.0)
     again = hook_api.post("later", body, secret=ASYNC_SECRET, headers=key)
     assert again.status_code == 202 and again.json()["id"] == job_id
     assert len(hook_api.messages(job["conversation_id"])) == 2
