@@ -101,7 +101,9 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="bench-orch-"))
     from tests.conftest import stack_env  # same isolated-stack environment the tests use
 
-    os.environ.update({**stack_env(data_dir), "APPLIANCE_API_KEY": TOKEN})
+    # Memory recall is a separate stage with its own figures (bench_memory.py); here it is
+    # off so the comparison is the orchestration path alone, with the same model work.
+    os.environ.update({**stack_env(data_dir), "APPLIANCE_API_KEY": TOKEN, "APPLIANCE_MEMORY__ENABLED": "false"})
     get_settings.cache_clear()
     settings = load_settings()
     cfg = settings.models["core"]
@@ -139,7 +141,8 @@ def main() -> None:
     table = (
         "## Orchestration overhead (issue 2)\n\n"
         f"SmolLM2-135M-Instruct Q4_1 on llama.cpp, {len(direct)} streamed answers per path, "
-        f"max_tokens={args.max_tokens}, greedy, runs alternated.\n\n"
+        f"max_tokens={args.max_tokens}, greedy, runs alternated; memory recall off (measured in "
+        "bench_memory.py).\n\n"
         "| path | median time to first token | decode tokens/s |\n|---|---|---|\n"
         f"| llama-cpp-python in-process | {d_ttft * 1000:.1f} ms | {d_tps:.1f} |\n"
         f"| API -> Redis/Celery -> worker -> SSE | {a_ttft * 1000:.1f} ms | {a_tps:.1f} |\n\n"
