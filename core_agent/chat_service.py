@@ -25,6 +25,9 @@ from core_agent.planner import Planner
 from core_agent.plans import InvalidPlan, Plan
 from core_agent.router import ROUTE_PROMPT, ROUTE_SCHEMA, Mode, Router
 from core_agent.task_store import TaskStore
+from lora_manager.errors import AdapterError
+from lora_manager.policy import AdapterGate
+from lora_manager.settings_glue import registry as adapter_registry
 from workers.protocol import Attachment, ChatMessage, ChatTask, ErrorInfo, GenerationParams, TaskResult
 
 log = logging.getLogger("appliance.chat")
@@ -73,6 +76,7 @@ class ChatTurn:
     allowed_workers: set[str] | None = None  # None = all
     attachments: list[Attachment] = field(default_factory=list)
     plan: Plan | None = None               # an explicit plan from the request
+    explicit_adapter: str | None = None    # the adapter the request named, before policy
 
 
 @dataclass
@@ -129,7 +133,8 @@ class ChatService:
         self.memory = memory
         self.router = Router(settings.router)
         self.planner = Planner(settings, dispatcher)
-        self.runner = PlanRunner(settings, dispatcher, tasks)
+        self.adapters = AdapterGate(settings.adapters, adapter_registry(settings), settings.routes)
+        self.runner = PlanRunner(settings, dispatcher, tasks, self.adapters)
         self._turns: dict[str, asyncio.Task] = {}
 
     # --- starting a turn ---------------------------------------------------------
@@ -182,8 +187,19 @@ class ChatService:
             params.seed = random.randrange(2**31)
         return params
 
+    def _gate_adapter(self, turn: ChatTurn) -> None:
+        """Apply the adapter policy to the answer: an explicit adapter must be allowed for
+        chat from this source (else 403/404); otherwise the rules may pick one, or none."""
+        try:
+            chosen = self.adapters.resolve(turn.params.adapter, "chat", turn.source, turn.profile)
+        except AdapterError as exc:
+            raise ChatFailed(exc.info()) from None
+        turn.params = turn.params.model_copy(update={"adapter": chosen.adapter})
+
     async def start(self, turn: ChatTurn) -> ChatRun:
         self._check(turn)
+        turn.explicit_adapter = turn.params.adapter
+        self._gate_adapter(turn)
         question = next(m.text() for m in reversed(turn.messages) if m.role == "user")
         cid, existing = self._conversation_for(turn, question)
         prompt = self._prompt(turn, cid, existing)
@@ -235,7 +251,7 @@ class ChatService:
         queues = {kind: route.queue for kind, route in self.settings.routes.items()}
         await self.tasks.set_plan(run.task_id, plan.model_dump(), queues)
         ctx = StepContext(attachments=turn.attachments, allow_code_execution=turn.allow_code_execution,
-                          profile=turn.profile, adapter=turn.params.adapter)
+                          profile=turn.profile, adapter=turn.explicit_adapter, source=turn.source)
         outcomes = await self.runner.run(run.task_id, plan, ctx)
         failed = failure_summary(outcomes)
         if failed:

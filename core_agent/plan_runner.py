@@ -21,6 +21,8 @@ from configs.schema import Settings
 from core_agent.dispatcher import DispatchError, Dispatcher
 from core_agent.plans import Plan, PlanStep
 from core_agent.task_store import TaskStore, summarize
+from lora_manager.errors import AdapterError
+from lora_manager.policy import AdapterGate
 from workers.protocol import Attachment, GenerationParams, StepTask, TaskResult
 
 log = logging.getLogger("appliance.plan_runner")
@@ -34,6 +36,7 @@ class StepContext:
     allow_code_execution: bool = False
     profile: str | None = None
     adapter: str | None = None   # the request's explicit adapter, if any
+    source: str = "owner"        # who asked: "owner" or "webhook:<name>" (adapter policy)
 
 
 @dataclass
@@ -45,17 +48,23 @@ class StepOutcome:
 
 
 class PlanRunner:
-    def __init__(self, settings: Settings, dispatcher: Dispatcher, tasks: TaskStore) -> None:
+    def __init__(self, settings: Settings, dispatcher: Dispatcher, tasks: TaskStore, adapters: AdapterGate) -> None:
         self.settings = settings
         self.dispatcher = dispatcher
         self.tasks = tasks
+        self.adapters = adapters
 
     def _params(self, step: PlanStep, ctx: StepContext) -> GenerationParams:
+        """Generation settings for a step; its adapter passes the policy for this step's kind
+        and the request's source (AdapterError otherwise)."""
         route = self.settings.routes[step.worker]
         name = step.profile or ctx.profile or route.profile or self.settings.default_profile
         profile = self.settings.profiles.get(name) or self.settings.profiles[self.settings.default_profile]
+        adapter = None
+        if step.worker in ("chat", "code"):  # only model-backed kinds take adapters
+            adapter = self.adapters.resolve(step.adapter or ctx.adapter, step.worker, ctx.source, name).adapter
         return GenerationParams(max_tokens=profile.max_tokens, temperature=profile.temperature,
-                                thinking=profile.thinking, adapter=step.adapter or ctx.adapter or route.adapter)
+                                thinking=profile.thinking, adapter=adapter)
 
     async def run(self, task_id: str, plan: Plan, ctx: StepContext) -> dict[str, StepOutcome]:
         limits = self.settings.planner
@@ -123,8 +132,13 @@ class PlanRunner:
 
     async def _run_step(self, task_id: str, step: PlanStep, inputs: dict[str, str], ctx: StepContext) -> StepOutcome:
         route = self.settings.routes[step.worker]
-        params = self._params(step, ctx)
         model = route.model if step.worker in ("chat", "code") else None
+        try:
+            params = self._params(step, ctx)
+        except AdapterError as exc:
+            await self.tasks.update_step(task_id, step.id, state="failed", error=str(exc), finished_at=time.time())
+            self.tasks.log_route(task_id, step.id, step.worker, model, step.adapter, 0, 0, 0.0, "refused")
+            return StepOutcome(step, "failed", error=str(exc))
         payload = StepTask(task_id=task_id, step_id=step.id, instruction=step.instruction, inputs=inputs,
                            model=model, params=params,
                            attachments=ctx.attachments if step.worker == "vision" else [],

@@ -69,18 +69,36 @@ def test_parallel_steps_overlap_and_dependent_steps_get_inputs(stack: Stack) -> 
 
 
 def test_a_failing_step_still_gets_an_answer_that_says_what_failed(stack: Stack) -> None:
+    too_long = "9 " * 1999  # more tokens than the worker's model context holds
     plan = Plan(steps=[
         PlanStep(id="ok", worker="chat", instruction="Say hello."),
-        PlanStep(id="broken", worker="chat", instruction="Say hello.", adapter="no-such-adapter"),
+        PlanStep(id="broken", worker="chat", instruction=too_long),
         PlanStep(id="after", worker="chat", instruction="Use the result.", depends_on=["broken"]),
     ])
     task, answer = ask(stack, "Do the plan.", plan=plan.model_dump())
     steps = {s["id"]: s for s in task["steps"]}
     assert steps["ok"]["state"] == "succeeded"
-    assert steps["broken"]["state"] == "failed" and "no-such-adapter" in steps["broken"]["error"]
+    # The worker itself raised (llama.cpp refused the prompt) and said why.
+    assert steps["broken"]["state"] == "failed" and "n_ctx" in steps["broken"]["error"]
     assert steps["after"]["state"] == "skipped"
     assert task["status"] == "failed" and "broken" in task["error"]
     assert "Not everything worked" in answer and "broken" in answer
+
+
+def test_adapter_policy_applies_to_answers_and_steps(stack: Stack) -> None:
+    with stack.http() as http:
+        for body in ({"adapter": "no-such-adapter"}, {"model": "core:no-such-adapter"}):
+            resp = http.post("/v1/chat/completions", json={
+                **body, "messages": [{"role": "user", "content": "hi"}]})
+            assert resp.status_code == 404, resp.text
+            assert "no-such-adapter" in resp.json()["error"]["message"]
+        clash = http.post("/v1/chat/completions", json={
+            "model": "core:a", "adapter": "b", "messages": [{"role": "user", "content": "hi"}]})
+        assert clash.status_code == 400
+    plan = Plan(steps=[PlanStep(id="s", worker="chat", instruction="Say hi.", adapter="no-such-adapter")])
+    task, answer = ask(stack, "Do the plan.", plan=plan.model_dump())
+    assert task["steps"][0]["state"] == "failed" and "not registered" in task["steps"][0]["error"]
+    assert "Not everything worked" in answer
 
 
 def test_invalid_plan_falls_back_to_a_direct_answer(stack: Stack) -> None:

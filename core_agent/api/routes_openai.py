@@ -23,6 +23,7 @@ from core_agent.api.openai_protocol import (
     UsageInfo,
 )
 from core_agent.chat_service import BadChatRequest, ChatFailed, ChatRun, ChatTurn
+from lora_manager.naming import split_model
 from workers.images import BadImage, decode_data_url
 from workers.protocol import Attachment, ChatMessage, GenerationParams, TaskResult
 
@@ -70,7 +71,13 @@ def _turn(body: ChatCompletionRequest, state: AppState, conversation_header: str
         response_format=body.response_format, adapter=body.adapter,
     )
     messages, attachments = _attachments(body.messages, state)
-    return ChatTurn(model=body.model or state.settings.default_model, messages=messages,
+    # "model": "core:sport" names the base model and an adapter in one field.
+    model, named_adapter = split_model(body.model or state.settings.default_model)
+    if named_adapter and body.adapter and named_adapter != body.adapter:
+        raise BadChatRequest(f"model names adapter '{named_adapter}' but the adapter field says "
+                             f"'{body.adapter}'; name it once")
+    params.adapter = body.adapter or named_adapter
+    return ChatTurn(model=model, messages=messages,
                     params=params, conversation_id=body.conversation_id or conversation_header,
                     stream=body.stream, mode=body.mode, profile=body.profile, source="owner",
                     allow_code_execution=body.allow_code_execution, attachments=attachments, plan=body.plan)
