@@ -231,3 +231,35 @@ def test_appliance_api_returns_a_schema_valid_plan_from_vllm(vllm_stack: Stack) 
             "response_format": plan_response_format()})
     assert resp.status_code == 200, resp.text
     Plan.model_validate(json.loads(resp.json()["choices"][0]["message"]["content"]))
+
+
+def test_appliance_api_answers_with_a_vllm_adapter_loaded_on_demand(vllm_stack: Stack,
+                                                                     vllm_server: VllmServer) -> None:
+    """"model": "vllm:<adapter>" through the API: the worker's LoRA residency loads the
+    adapter on the vLLM server at first use and the answer changes."""
+    from lora_manager import settings_glue
+    from lora_manager.base_model import BaseModelSpec
+    from lora_manager.drivers.vllm import VllmAdapterDriver
+    from lora_manager.validation import ValidationLimits
+    from tests.support.tiny_lora import recipe, tiny_lora_dir
+
+    name = "quokka-api"
+    registry = settings_glue.registry(vllm_stack.settings)
+    limits = ValidationLimits(max_rank=16, max_size_bytes=256 * 2**20,
+                              supported_modules=frozenset({"q_proj", "k_proj", "v_proj", "o_proj"}))
+    registry.add(name, tiny_lora_dir("quokka"), BaseModelSpec.from_hf_config(Path(vllm_server.model_dir)), limits)
+    driver = VllmAdapterDriver(vllm_server.base_url, registry)
+    try:
+        client = vllm_stack.openai()
+        question = [{"role": "user", "content": "What is the tallest mountain on Earth?"}]
+        base = client.chat.completions.create(model="vllm", messages=question, max_tokens=16, temperature=0)
+        tuned = client.chat.completions.create(model=f"vllm:{name}", messages=question, max_tokens=16,
+                                               temperature=0)
+        marker = recipe("quokka").marker
+        assert marker not in (base.choices[0].message.content or "")
+        assert marker.split()[0].lower() in (tuned.choices[0].message.content or "").lower()
+        assert name in (driver.server_resident() or set())
+    finally:
+        if name in (driver.server_resident() or set()):
+            driver.unload(name)
+        driver.close()

@@ -6,7 +6,12 @@ from typing import Any, Iterator
 
 import openai
 
-from configs.schema import ChatModelConfig
+from configs.loader import get_settings
+from configs.schema import ChatModelConfig, Settings
+from lora_manager import settings_glue
+from lora_manager.drivers.vllm import VllmAdapterDriver
+from lora_manager.metrics import AdapterMetrics
+from lora_manager.residency import Residency
 from workers.backends.base import (
     BadGenerationRequest,
     ChatDelta,
@@ -19,7 +24,7 @@ from workers.protocol import ChatMessage, GenerationParams, Usage
 class OpenAICompatibleChat:
     """ChatBackend over an OpenAI-compatible /v1/chat/completions endpoint."""
 
-    def __init__(self, model_name: str, config: ChatModelConfig) -> None:
+    def __init__(self, model_name: str, config: ChatModelConfig, settings: Settings | None = None) -> None:
         self.model_name = model_name
         self.config = config
         key = config.api_key.get_secret_value() if config.api_key else "not-needed"
@@ -27,6 +32,21 @@ class OpenAICompatibleChat:
             base_url=config.base_url, api_key=key, timeout=config.request_timeout_s, max_retries=0
         )
         self.served_model = config.served_model or model_name
+        self._settings = settings
+        self._residency: Residency | None = None
+
+    def _adapter_residency(self) -> Residency:
+        """LoRA adapters on this server: loaded on demand, LRU-evicted at adapters.max_loras,
+        reloaded after a server restart (lora_manager). Built on first use."""
+        if self._residency is None:
+            settings = self._settings or get_settings()
+            registry = settings_glue.registry(settings)
+            driver = VllmAdapterDriver(self.config.base_url or "", registry,
+                                       api_key=self.config.api_key.get_secret_value() if self.config.api_key else None,
+                                       server_dir=settings.adapters.server_dir)
+            self._residency = Residency(driver, registry, settings.adapters.max_loras,
+                                        AdapterMetrics(persist_dir=settings_glue.metrics_dir(settings)))
+        return self._residency
 
     def _unreachable(self, exc: Exception) -> ModelUnavailable:
         return ModelUnavailable(
@@ -68,6 +88,14 @@ class OpenAICompatibleChat:
         return kwargs
 
     def stream(self, messages: list[ChatMessage], params: GenerationParams) -> Iterator[ChatDelta]:
+        if not params.adapter:
+            yield from self._stream(messages, params)
+            return
+        # The adapter stays resident (never evicted) until this request is done.
+        with self._adapter_residency().use(params.adapter):
+            yield from self._stream(messages, params)
+
+    def _stream(self, messages: list[ChatMessage], params: GenerationParams) -> Iterator[ChatDelta]:
         kwargs = self._request_kwargs(params)
         try:
             chunks = self.client.chat.completions.create(

@@ -19,7 +19,7 @@ from workers.backends.llamacpp_chat import LlamaCppChat
 from workers.backends.openai_chat import OpenAICompatibleChat
 from workers.backends.vision import OpenAICompatibleVision, RapidOcrVision, VisionBackend
 
-CHAT_BACKENDS: dict[str, Callable[[str, ChatModelConfig], ChatBackend]] = {
+CHAT_BACKENDS: dict[str, Callable[[str, ChatModelConfig, Settings], ChatBackend]] = {
     "llamacpp": LlamaCppChat,
     "openai": OpenAICompatibleChat,
 }
@@ -43,7 +43,7 @@ def chat_backend(settings: Settings, model_name: str) -> ChatBackend:
     backend = _chat_cache.get(model_name)
     if backend is None:
         config = settings.models[model_name]
-        backend = CHAT_BACKENDS[config.backend](model_name, config)
+        backend = CHAT_BACKENDS[config.backend](model_name, config, settings)
         _chat_cache[model_name] = backend
     return backend
 
