@@ -99,3 +99,24 @@ def test_explicit_request_wins_over_rules_but_is_checked(gate: AdapterGate) -> N
 def test_model_name_may_carry_the_adapter() -> None:
     assert split_model("core:sport-worldview") == ("core", "sport-worldview")
     assert split_model("core") == ("core", None)
+
+
+def test_adapter_listing_can_be_filtered_by_policy(stack) -> None:
+    """The UI's picker asks GET /adapters?task=chat&source=owner: only allowed adapters."""
+    from lora_manager.service import AdapterService
+    from tests.support.tiny_lora import tiny_lora_dir
+
+    service = AdapterService(stack.settings)
+    service.add("picker-test", tiny_lora_dir("quokka"), tasks=["chat"])
+    try:
+        with stack.http() as http:
+            everything = {a["name"] for a in http.get("/adapters").json()}
+            for_owner = {a["name"] for a in http.get("/adapters", params={"task": "chat", "source": "owner"}).json()}
+            for_hook = {a["name"] for a in
+                        http.get("/adapters", params={"task": "chat", "source": "webhook:n8n"}).json()}
+            for_code = {a["name"] for a in http.get("/adapters", params={"task": "code", "source": "owner"}).json()}
+    finally:
+        service.remove("picker-test")
+    # No policy entry: the owner may use it for its task kinds, a webhook may not.
+    assert "picker-test" in everything and "picker-test" in for_owner
+    assert "picker-test" not in for_hook and "picker-test" not in for_code

@@ -150,8 +150,10 @@ class ApiClient:
 
     # --- adapters ---
 
-    def adapters(self) -> Any:
-        return self._request("GET", "/adapters", timeout=30)
+    def adapters(self, task: str | None = None, source: str | None = None) -> Any:
+        """All adapters, or only those the policy allows for (task, source)."""
+        params = {k: v for k, v in {"task": task, "source": source}.items() if v}
+        return self._request("GET", "/adapters", params=params or None, timeout=30)
 
     def adapter_action(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._request(method, path, **kwargs)

@@ -43,8 +43,14 @@ def _error(exc: BackendError) -> JSONResponse:
 
 
 @router.get("/adapters", response_model=list[AdapterRecord])
-def list_adapters(request: Request) -> Any:
-    return _service(request).list()
+def list_adapters(request: Request, task: str | None = None, source: str | None = None) -> Any:
+    """All adapters, or with `task` and `source` only those the policy lets that source use
+    for that task kind (what the UI's adapter picker offers)."""
+    records = _service(request).list()
+    if task is None and source is None:
+        return records
+    gate = get_state(request).chat.adapters
+    return [r for r in records if gate.refusal(r, task or "chat", source or "owner") is None]
 
 
 @router.get("/stats/adapters")

@@ -88,7 +88,7 @@ def _manage_current(client: ApiClient, cid: str) -> None:
 def allowed_adapters(client: ApiClient) -> tuple[list[str], str | None]:
     """Adapter names the policy lets the owner's chat use, and a note when there are none."""
     try:
-        listing = client.adapters()
+        listing = client.adapters(task="chat", source="owner")  # filtered by the policy
     except ApiError as exc:
         if exc.status == 404:
             return [], "adapters are not available on this API"
