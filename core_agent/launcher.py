@@ -120,7 +120,7 @@ def _pid_file(settings: Settings, name: str) -> Path:
     return settings.run_dir / f"{name}.json"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -145,7 +145,7 @@ def recorded_pid(settings: Settings, name: str) -> int | None:
 
 def running(settings: Settings, name: str) -> int | None:
     pid = recorded_pid(settings, name)
-    return pid if pid is not None and _alive(pid) else None
+    return pid if pid is not None and process_alive(pid) else None
 
 
 def _base_env(settings: Settings) -> dict[str, str]:
@@ -178,7 +178,7 @@ def wait_healthy(settings: Settings, svc: Service, pid: int) -> None:
     while time.monotonic() < deadline:
         if svc.healthy():
             return
-        if not _alive(pid):
+        if not process_alive(pid):
             tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
             raise LaunchError(f"{svc.name} exited during start-up. Last log lines ({log_path}):\n{tail}")
         time.sleep(0.3)
@@ -231,15 +231,15 @@ def stop_service(settings: Settings, name: str, grace_s: float = 15.0) -> bool:
         path.unlink(missing_ok=True)
         return False
     stopped = False
-    if _alive(pid):
+    if process_alive(pid):
         try:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + grace_s
-        while _alive(pid) and time.monotonic() < deadline:
+        while process_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
+        if process_alive(pid):
             os.killpg(pid, signal.SIGKILL)
         stopped = True
     # Children of the group (e.g. Celery pool processes) may outlive the leader briefly.

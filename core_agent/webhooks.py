@@ -21,7 +21,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import re
 import secrets
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from configs.schema import Settings
 from configs.webhooks_schema import WebhookHook, WebhooksConfig
 from core_agent.chat_service import ChatFailed, ChatService, ChatTurn
 from core_agent.conversations import ConversationStore
+from core_agent.launcher import process_alive
 from core_agent.webhook_jobs import Job, JobStore
 from core_agent.webhook_signing import SignatureError, signed_headers, verify
 from workers.protocol import ChatMessage, GenerationParams
@@ -182,16 +182,6 @@ def hook_request(name: str, hook: WebhookHook, body: dict[str, Any]) -> HookRequ
 
 # --- the service -----------------------------------------------------------------
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _turn_extras(name: str, hook: WebhookHook) -> dict[str, Any]:
     """ChatTurn fields of the multi-agent core, passed when this ChatTurn has them."""
     wanted = {"source": f"webhook:{name}", "profile": hook.profile, "mode": hook.task_mode,
@@ -221,7 +211,7 @@ class WebhookService:
     def _recover(self) -> None:
         """Jobs of an API process that is gone: unfinished ones failed, pending callbacks resumed."""
         self.jobs.purge(self.config.job_retention_s)
-        unfinished, callbacks = self.jobs.orphans(_alive)
+        unfinished, callbacks = self.jobs.orphans(process_alive)
         for job_id in unfinished:
             self.jobs.adopt(job_id)
             self.jobs.failed(job_id, {"code": "interrupted", "status": 503,

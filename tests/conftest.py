@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -66,16 +67,16 @@ class Stack:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.token, timeout=180, max_retries=0)
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    data_dir = tmp_path_factory.mktemp("appliance-data")
-    overrides = stack_env(data_dir)
+@contextmanager
+def running_stack(overrides: dict[str, str], progress=lambda line: None) -> Iterator[Stack]:
+    """Start a stack with these APPLIANCE_* overrides (in this process's environment too,
+    so settings loaded here match the children's), and stop it and restore afterwards."""
     saved = {k: os.environ.get(k) for k in overrides}
     os.environ.update(overrides)
     get_settings.cache_clear()
     settings = load_settings()
     try:
-        token = launcher.up(settings, progress=lambda line: print(line, flush=True))
+        token = launcher.up(settings, progress=progress)
         yield Stack(settings=settings, token=token)
     finally:
         launcher.down(settings, progress=lambda line: None)
@@ -85,3 +86,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             else:
                 os.environ[key] = value
         get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(stack_env(tmp_path_factory.mktemp("appliance-data")),
+                       progress=lambda line: print(line, flush=True)) as running:
+        yield running

@@ -8,7 +8,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from core_agent.launcher import _alive
+from core_agent.launcher import process_alive
 from tests.conftest import stack_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ def test_up_twice_then_down_leaves_nothing_running(tmp_path: Path) -> None:
 
     down = run_script("down.sh", env)
     assert down.returncode == 0, down.stdout + down.stderr
-    assert not any(_alive(pid) for pid in pids.values()), "a recorded process survived down.sh"
+    assert not any(process_alive(pid) for pid in pids.values()), "a recorded process survived down.sh"
     assert not list((data_dir / "run").glob("*.json"))
     # Nothing else with this data dir in its environment/command line is left either.
     leftovers = subprocess.run(["pgrep", "-f", re.escape(str(data_dir / "redis"))], capture_output=True)

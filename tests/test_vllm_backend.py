@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 from pydantic import BaseModel, Field
 
-from configs.loader import get_settings, load_settings
 from configs.schema import ChatModelConfig, EmbeddingModelConfig, QUEUE_NAMES, Settings
-from core_agent import launcher
-from tests.conftest import Stack, stack_env
+from tests.conftest import Stack, running_stack, stack_env
 from tests.support.vllm_server import (  # noqa: F401  (vllm_server is a fixture)
     SERVED_NAME,
     VllmServer,
@@ -193,21 +190,8 @@ def vllm_stack(vllm_server: VllmServer, tmp_path_factory: pytest.TempPathFactory
                   "APPLIANCE_MODELS__VLLM__TEMPERATURE": "0",
                   "APPLIANCE_MEMORY__ENABLED": "false"}
     overrides |= {f"APPLIANCE_WORKERS__{q.upper()}__ENABLED": "false" for q in QUEUE_NAMES if q != "chat"}
-    saved = {k: os.environ.get(k) for k in overrides}
-    os.environ.update(overrides)
-    get_settings.cache_clear()
-    settings = load_settings()
-    try:
-        token = launcher.up(settings, progress=lambda line: None)
-        yield Stack(settings=settings, token=token)
-    finally:
-        launcher.down(settings, progress=lambda line: None)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        get_settings.cache_clear()
+    with running_stack(overrides) as running:
+        yield running
 
 
 def test_appliance_api_streams_an_answer_from_vllm(vllm_stack: Stack) -> None:
