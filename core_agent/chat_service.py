@@ -28,6 +28,7 @@ from core_agent.task_store import TaskStore
 from lora_manager.errors import AdapterError
 from lora_manager.policy import AdapterGate
 from lora_manager.settings_glue import registry as adapter_registry
+from rag.chunking import count_tokens
 from workers.protocol import Attachment, ChatMessage, ChatTask, ErrorInfo, GenerationParams, TaskResult
 
 log = logging.getLogger("appliance.chat")
@@ -58,6 +59,22 @@ class Memory(Protocol):
     async def retrieve_context(self, query: str, conversation_id: str | None = None) -> MemoryContextLike: ...
 
     def kick(self) -> None: ...
+
+
+def fit_history(messages: list[ChatMessage], cap_tokens: int) -> list[ChatMessage]:
+    """Keep system messages and the newest turns within `cap_tokens` (word-level estimate);
+    the last message (the question) is always kept."""
+    system = [m for m in messages if m.role == "system"]
+    rest = [m for m in messages if m.role != "system"]
+    budget = cap_tokens - sum(count_tokens(m.text()) for m in system)
+    kept: list[ChatMessage] = []
+    for message in reversed(rest):
+        cost = count_tokens(message.text())
+        if kept and cost > budget:
+            break
+        kept.append(message)
+        budget -= cost
+    return system + list(reversed(kept))
 
 
 @dataclass
@@ -175,6 +192,13 @@ class ChatService:
         rest = [m for m in turn.messages if m.role != "system"]
         return system + history + rest
 
+    def _capped(self, turn: ChatTurn, prompt: list[ChatMessage]) -> list[ChatMessage]:
+        """Drop the oldest history turns until the prompt fits the profile's context_cap."""
+        cap = self.settings.profiles[turn.profile or self.settings.default_profile].context_cap
+        if cap is None:
+            return prompt
+        return fit_history(prompt, cap)
+
     def _params(self, turn: ChatTurn) -> GenerationParams:
         """Request parameters over the chosen profile's defaults."""
         profile = self.settings.profiles[turn.profile or self.settings.default_profile]
@@ -202,7 +226,7 @@ class ChatService:
         self._gate_adapter(turn)
         question = next(m.text() for m in reversed(turn.messages) if m.role == "user")
         cid, existing = self._conversation_for(turn, question)
-        prompt = self._prompt(turn, cid, existing)
+        prompt = self._capped(turn, self._prompt(turn, cid, existing))
         task_id = uuid.uuid4().hex
         self.store.append(cid, "user", question, task_id=task_id, model=turn.model,
                           meta={"images": len(turn.attachments)} if turn.attachments else None)

@@ -66,3 +66,20 @@ def test_unknown_profile_is_refused() -> None:
 def test_shipped_config_files_are_valid() -> None:
     for profile in ("local", "gpu"):
         load_settings(environ={"APPLIANCE_CONFIG_DIR": str(REPO_CONFIGS), "APPLIANCE_PROFILE": profile})
+
+
+def test_context_cap_keeps_the_newest_turns_and_the_question() -> None:
+    from core_agent.chat_service import fit_history
+    from workers.protocol import ChatMessage
+
+    history = [ChatMessage(role="system", content="be brief")]
+    for i in range(10):
+        history += [ChatMessage(role="user", content=f"question {i} " + "word " * 20),
+                    ChatMessage(role="assistant", content=f"answer {i} " + "word " * 20)]
+    history.append(ChatMessage(role="user", content="the new question"))
+    kept = fit_history(history, cap_tokens=100)
+    assert kept[0].content == "be brief" and kept[-1].content == "the new question"
+    assert len(kept) < len(history) and kept[-2].content.startswith("answer 9")
+    assert fit_history(history, cap_tokens=100_000) == history
+    # The question survives even when it alone is over the cap.
+    assert fit_history([ChatMessage(role="user", content="x " * 500)], cap_tokens=10)[-1].content.startswith("x")
