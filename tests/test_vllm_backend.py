@@ -24,6 +24,7 @@ from tests.support.vllm_server import (  # noqa: F401  (vllm_server is a fixture
     vllm_server,
     vllm_unavailable_reason,
 )
+from lora_manager.errors import AdapterNotFound
 from workers.backends import registry
 from workers.backends.base import BadGenerationRequest, ModelUnavailable
 from workers.backends.embeddings import SentenceTransformerEmbeddings
@@ -111,10 +112,12 @@ def test_too_long_request_is_a_400_naming_the_model(backend: OpenAICompatibleCha
     assert err.value.status == 400 and "model 'core'" in str(err.value)
 
 
-def test_unknown_adapter_is_model_unavailable(backend: OpenAICompatibleChat) -> None:
-    with pytest.raises(ModelUnavailable) as err:
+def test_unknown_adapter_is_a_clear_404_before_vllm_is_asked(backend: OpenAICompatibleChat) -> None:
+    # The backend loads adapters on demand from the registry; one never registered is
+    # refused with what to do, without sending vLLM a model name it does not serve.
+    with pytest.raises(AdapterNotFound) as err:
         answer(backend, QUESTION, GenerationParams(max_tokens=8, adapter="never-loaded"))
-    assert err.value.status == 503 and "never-loaded" in str(err.value)
+    assert err.value.status == 404 and "never-loaded" in str(err.value) and "add-adapter.sh" in str(err.value)
 
 
 def test_wrong_served_model_name_says_what_to_set(vllm_server: VllmServer) -> None:
