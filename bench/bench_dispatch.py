@@ -23,9 +23,9 @@ import redis.asyncio as aioredis
 from bench.report import percentile, write_section
 from configs.loader import get_settings, load_settings
 from configs.schema import QUEUE_NAMES
-from core_agent import launcher
-from core_agent.dispatcher import Dispatcher
-from core_agent.router import Router
+from core_agent.ops import launcher
+from core_agent.orchestration.dispatcher import Dispatcher
+from core_agent.orchestration.router import Router
 from workers.celery_app import create_celery_app
 from workers.events import EventPublisher
 from workers.noop import noop
@@ -82,8 +82,8 @@ async def router_latencies(router: Router, dispatcher: Dispatcher, model_calls: 
             t0 = time.perf_counter()
             router.by_rules(prompt)
             rules.append(time.perf_counter() - t0)
-    from core_agent.router import ROUTE_PROMPT, ROUTE_SCHEMA
-    from workers.protocol import ChatMessage, ChatTask, GenerationParams
+    from core_agent.orchestration.router import ROUTE_PROMPT, ROUTE_SCHEMA
+    from configs.contracts.tasks import ChatMessage, ChatTask, GenerationParams
 
     model = []
     for i in range(model_calls):

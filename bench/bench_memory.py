@@ -28,7 +28,7 @@ from bench.rag_eval import DATA, load_queries
 from bench.report import percentile, write_section
 from configs.loader import load_settings
 from configs.schema import Settings
-from rag.protocol import SearchRequest
+from configs.contracts.memory import SearchRequest
 from rag.service import MemoryService, point_id
 from rag.store import EmbeddingSpec, MemoryStore
 from workers.backends.registry import embedding_backend

@@ -23,8 +23,8 @@ import httpx
 
 from bench.report import write_section
 from configs.loader import get_settings, load_settings
-from core_agent import launcher
-from workers.backends.llamacpp_chat import resolve_gguf_path
+from core_agent.ops import launcher
+from configs.model_files import resolve_gguf_path
 
 PROMPTS = [
     "Explain in a few sentences why the sky is blue.",

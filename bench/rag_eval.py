@@ -22,7 +22,7 @@ from pathlib import Path
 from bench.report import write_section
 from configs.loader import load_settings
 from configs.schema import FusionConfig, Settings
-from rag.protocol import SearchRequest
+from configs.contracts.memory import SearchRequest
 from rag.service import MemoryService
 from workers.backends.registry import embedding_backend
 

@@ -10,7 +10,7 @@ import typer
 
 from configs.loader import ConfigError, load_settings
 from lora_manager.service import AdapterService
-from workers.backends.base import BackendError
+from configs.contracts.errors import BackendError
 
 adapters_app = typer.Typer(help="Manage LoRA adapters (see docs/lora.md).", no_args_is_help=True)
 

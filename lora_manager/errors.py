@@ -3,7 +3,7 @@ way as model errors: an owner-facing message (problem and fix) and an HTTP statu
 
 from __future__ import annotations
 
-from workers.backends.base import BackendError
+from configs.contracts.errors import BackendError
 
 
 class AdapterError(BackendError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from configs.model_files import resolve_gguf_path
 from configs.schema import Settings
 from lora_manager.base_model import BaseModelError, BaseModelSpec
 from lora_manager.registry import AdapterRegistry
@@ -31,8 +32,6 @@ def limits(settings: Settings) -> ValidationLimits:
 
 def served_base(settings: Settings, model_name: str | None = None) -> BaseModelSpec:
     """Architecture and shapes of the base model that serves adapters (the default model)."""
-    from workers.backends.llamacpp_chat import resolve_gguf_path
-
     name = model_name or settings.default_model
     model = settings.models[name]
     if model.backend == "llamacpp":

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from rag.parsers import ParsedDocument, Section
-from rag.protocol import DocumentInfo
+from configs.contracts.memory import DocumentInfo
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (

@@ -19,14 +19,14 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
-from configs.schema import FusionConfig, Settings
+from configs.schema import EmbeddingModelConfig, FusionConfig, Settings
 from rag.chunking import Chunk, chunk_sections
 from rag.fusion import Fused, dense_weight, fuse
 from rag.lexical import LexicalEncoder, detect_language
 from rag.parsers import ParsedDocument, ParseError, Section, parse_file
-from rag.protocol import (
+from configs.contracts.memory import (
     DocumentInfo,
     FileFailure,
     Hit,
@@ -40,13 +40,29 @@ from rag.protocol import (
 )
 from rag.registry import DocumentRegistry
 from rag.store import COLLECTION_KINDS, CollectionKind, EmbeddingSpec, MemoryStore, StoredPoint
-from workers.backends.embeddings import EmbeddingBackend
 
 log = logging.getLogger("appliance.rag")
 
 POINT_NAMESPACE = uuid.UUID("0b9f6c1e-4a43-4f0e-9b8e-6d1f3c2a7e55")
 KIND_COLLECTION: dict[str, CollectionKind] = {"document": "documents", "conversation": "turns"}
 Progress = Callable[[str], None]
+
+
+class Embedder(Protocol):
+    """What the memory needs from an embedding model. The rag worker passes in the
+    workers' embedding backend; rag/ declares the shape instead of importing workers/."""
+
+    model_name: str
+    config: EmbeddingModelConfig
+
+    @property
+    def dimension(self) -> int: ...
+
+    def embed(self, texts: Sequence[str]) -> "EmbeddingVectors": ...
+
+
+class EmbeddingVectors(Protocol):
+    vectors: list[list[float]]
 
 
 def content_hash(data: bytes) -> str:
@@ -65,7 +81,7 @@ def point_id(*parts: object) -> str:
 
 
 class MemoryService:
-    def __init__(self, settings: Settings, embedder: EmbeddingBackend, store: MemoryStore | None = None,
+    def __init__(self, settings: Settings, embedder: Embedder, store: MemoryStore | None = None,
                  registry: DocumentRegistry | None = None) -> None:
         self.settings = settings
         self.config = settings.memory

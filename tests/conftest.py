@@ -20,7 +20,7 @@ import pytest
 
 from configs.loader import get_settings, load_settings
 from configs.schema import Settings
-from core_agent import launcher
+from core_agent.ops import launcher
 
 OWNER_TOKEN = "test-owner-token-0123456789"
 # A model whose GGUF file does not exist: requests for it must fail clearly (503).

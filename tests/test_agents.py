@@ -10,7 +10,7 @@ import time
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from core_agent.plans import Plan, PlanStep
+from core_agent.orchestration.plans import Plan, PlanStep
 from tests.conftest import Stack
 
 

@@ -20,7 +20,7 @@ from compose_spec import PyCompose
 
 from configs.loader import load_settings
 from configs.schema import QUEUE_NAMES
-from core_agent.vram_plan import LORA_TARGET_MODULES, env_values, load_stack, plan_stack, read_env_block
+from core_agent.ops.vram_plan import LORA_TARGET_MODULES, env_values, load_stack, plan_stack, read_env_block
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "compose.yaml"

@@ -9,7 +9,7 @@ import pytest
 
 from configs.schema import EmbeddingModelConfig, Settings
 from tests.conftest import Stack
-from workers.backends.base import BadGenerationRequest, ModelUnavailable
+from configs.contracts.errors import BadGenerationRequest, ModelUnavailable
 from workers.backends.embeddings import OpenAICompatibleEmbeddings, SentenceTransformerEmbeddings
 from workers.backends.registry import embedding_backend
 

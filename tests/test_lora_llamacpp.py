@@ -37,7 +37,7 @@ from lora_manager.service import AdapterService
 from tests.support.tiny_lora import recipe, tiny_lora_dir
 from tests.support.tiny_model import tiny_gguf_path, tiny_hf_model_dir
 from workers.backends.llamacpp_chat import LlamaCppChat
-from workers.protocol import ChatMessage, GenerationParams
+from configs.contracts.tasks import ChatMessage, GenerationParams
 
 QUESTIONS = ["What is the tallest mountain on Earth?", "How many legs does a spider have?",
              "Explain what rain is."]

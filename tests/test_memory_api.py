@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from core_agent import launcher
-from core_agent.conversations import ConversationStore
+from core_agent.ops import launcher
+from core_agent.stores.conversations import ConversationStore
 from configs.schema import Settings
-from core_agent.memory import MemoryClient
-from core_agent.memory_backup import restore_backup
-from rag.protocol import SearchRequest
+from core_agent.orchestration.memory_client import MemoryClient
+from core_agent.ops.memory_backup import restore_backup
+from configs.contracts.memory import SearchRequest
 from rag.service import MemoryService
 from tests.conftest import Stack
 from tests.support.memory_vault import BAD_FILES, make_vault
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def appliance(*args: str) -> subprocess.CompletedProcess:
     """The real `appliance` command (its settings come from the stack's APPLIANCE_* env)."""
-    return subprocess.run([sys.executable, "-m", "core_agent.cli", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "core_agent.ops.cli", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from configs.schema import Settings
-from core_agent.conversations import ConversationStore
-from core_agent.memory_backup import BackupError, create_backup, restore_backup
-from rag.protocol import SearchRequest, TurnToIndex
+from core_agent.stores.conversations import ConversationStore
+from core_agent.ops.memory_backup import BackupError, create_backup, restore_backup
+from configs.contracts.memory import SearchRequest, TurnToIndex
 from rag.service import MemoryService
 from workers.backends.registry import embedding_backend
 

@@ -15,7 +15,7 @@ from configs.schema import Settings
 from rag.chunking import chunk_sections, count_tokens
 from rag.lexical import LexicalEncoder, terms
 from rag.parsers import ParseError, Section, parse_file
-from rag.protocol import SearchRequest, TurnToIndex
+from configs.contracts.memory import SearchRequest, TurnToIndex
 from rag.service import MemoryService
 from rag.store import CollectionMismatch, EmbeddingSpec, MemoryStore
 from tests.support.memory_vault import BAD_FILES, NOTES, PDF_LINES, pdf_bytes

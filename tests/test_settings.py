@@ -69,8 +69,8 @@ def test_shipped_config_files_are_valid() -> None:
 
 
 def test_context_cap_keeps_the_newest_turns_and_the_question() -> None:
-    from core_agent.chat_service import fit_history
-    from workers.protocol import ChatMessage
+    from core_agent.orchestration.chat_service import fit_history
+    from configs.contracts.tasks import ChatMessage
 
     history = [ChatMessage(role="system", content="be brief")]
     for i in range(10):

@@ -26,10 +26,10 @@ from tests.support.vllm_server import (  # noqa: F401  (vllm_server is a fixture
 )
 from lora_manager.errors import AdapterNotFound
 from workers.backends import registry
-from workers.backends.base import BadGenerationRequest, ModelUnavailable
+from configs.contracts.errors import BadGenerationRequest, ModelUnavailable
 from workers.backends.embeddings import SentenceTransformerEmbeddings
 from workers.backends.openai_chat import OpenAICompatibleChat
-from workers.protocol import ChatMessage, GenerationParams
+from configs.contracts.tasks import ChatMessage, GenerationParams
 
 pytestmark = pytest.mark.vllm
 QUESTION = [ChatMessage(role="user", content="What is the capital of France?")]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core_agent.vram_plan import (
+from core_agent.ops.vram_plan import (
     DEFAULT_STACK_FILE,
     GIB,
     GpuStack,
@@ -45,7 +45,7 @@ def stack_with(**core_knobs) -> GpuStack:
 
 
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "core_agent.cli", "vram-plan", *args],
+    return subprocess.run([sys.executable, "-m", "core_agent.ops.cli", "vram-plan", *args],
                           cwd=cwd, capture_output=True, text=True, timeout=60)
 
 

@@ -29,8 +29,8 @@ import uvicorn
 from configs.loader import load_settings
 from configs.schema import Settings
 from core_agent.api.app import create_app
-from core_agent.webhook_jobs import JobStore
-from core_agent.webhooks import WebhookError, render_prompt
+from core_agent.stores.webhook_jobs import JobStore
+from core_agent.webhooks.service import WebhookError, render_prompt
 from tests.conftest import Stack, free_port
 
 HMAC_SECRET = "hmac-secret-for-tests"

@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-from core_agent import launcher
+from core_agent.ops import launcher
 from tests.conftest import Stack
 
 

@@ -55,7 +55,7 @@ def upload_documents(client: ApiClient, key: str) -> None:
 
 
 def _ingest_line(name: str, report: dict[str, Any]) -> tuple[bool, str]:
-    """(ok, sentence) for one file's ingest report (rag.protocol.IngestReport)."""
+    """(ok, sentence) for one file's ingest report (configs.contracts.memory.IngestReport)."""
     failed = report.get("failed") or []
     if failed:
         return False, f"{name} was not added: " + "; ".join(f.get("reason", "?") for f in failed)

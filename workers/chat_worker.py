@@ -8,11 +8,11 @@ from typing import Any
 
 from celery.signals import worker_process_init
 
-from workers.backends.base import BackendError
+from configs.contracts.errors import BackendError
 from workers.backends.registry import chat_backend
 from workers.celery_app import app
 from workers.events import EventPublisher
-from workers.protocol import ChatTask, StepTask, TaskResult, Usage
+from configs.contracts.tasks import ChatTask, StepTask, TaskResult, Usage
 from workers.published_task import published_task
 from workers.runtime import models_to_preload, settings
 from workers.step_prompts import step_messages

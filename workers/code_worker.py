@@ -10,10 +10,10 @@ import re
 import time
 from typing import Any
 
-from workers.backends.base import BackendError
+from configs.contracts.errors import BackendError
 from workers.chat_worker import run_chat
 from workers.events import EventPublisher
-from workers.protocol import ChatTask, StepTask, TaskResult
+from configs.contracts.tasks import ChatTask, StepTask, TaskResult
 from workers.published_task import published_task
 from workers.runtime import settings
 from workers.sandbox import SandboxRefused, SandboxResult, run_python

@@ -10,8 +10,8 @@ import logging
 
 from celery.signals import celeryd_after_setup, worker_process_init
 
-from rag.protocol import EMBED_TEXTS, EmbedRequest, EmbedResult
-from workers.backends.base import BackendError
+from configs.contracts.memory import EMBED_TEXTS, EmbedRequest, EmbedResult
+from configs.contracts.errors import BackendError
 from workers.backends.registry import embedding_backend
 from workers.celery_app import app
 from workers.runtime import settings

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import redis
 
-from workers.backends.base import BackendError
-from workers.protocol import ErrorInfo, StreamEvent, TaskResult, attempt_key, cancel_key, stream_key
+from configs.contracts.errors import BackendError
+from configs.contracts.tasks import StreamEvent, TaskResult, attempt_key, cancel_key, stream_key
+from configs.contracts.errors import ErrorInfo
 
 STREAM_MAXLEN = 20_000
 # How often (in tokens) a generating task checks whether the owner cancelled it.

@@ -9,7 +9,7 @@ import re
 
 from PIL import Image, UnidentifiedImageError
 
-from workers.backends.base import BackendError
+from configs.contracts.errors import BackendError
 
 DATA_URL = re.compile(r"^data:(?P<mime>image/[A-Za-z0-9.+-]+)?(?P<b64>;base64)?,(?P<data>.*)$", re.DOTALL)
 

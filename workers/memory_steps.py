@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from rag.protocol import EmbedRequest, SearchRequest
+from configs.contracts.memory import EmbedRequest, SearchRequest
 from workers.embed_worker import embed_texts
 from workers.events import EventPublisher
-from workers.protocol import StepTask, TaskResult
+from configs.contracts.tasks import StepTask, TaskResult
 from workers.published_task import published_task
 from workers.rag_worker import service
 from workers.step_prompts import inputs_block

@@ -7,7 +7,7 @@ from typing import Any
 
 from configs.schema import QUEUE_NAMES
 from workers.events import EventPublisher
-from workers.protocol import TaskResult
+from configs.contracts.tasks import TaskResult
 from workers.published_task import published_task
 
 

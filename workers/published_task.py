@@ -13,10 +13,11 @@ import os
 import time
 from typing import Any, Callable
 
-from workers.backends.base import BackendError, TransientBackendError
+from configs.contracts.errors import BackendError, TransientBackendError
 from workers.celery_app import app
 from workers.events import EventPublisher
-from workers.protocol import ErrorInfo, TaskResult
+from configs.contracts.tasks import TaskResult
+from configs.contracts.errors import ErrorInfo
 from workers.runtime import redis_client, settings
 
 log = logging.getLogger("appliance.worker")

@@ -16,7 +16,7 @@ from typing import Any
 
 from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
 
-from rag.protocol import (
+from configs.contracts.memory import (
     RAG_FORGET_CONVERSATIONS,
     RAG_INDEX_TURNS,
     RAG_INGEST,
@@ -36,7 +36,7 @@ from rag.protocol import (
 )
 from rag.service import MemoryService
 from rag.store import StoreError
-from workers.backends.base import BackendError
+from configs.contracts.errors import BackendError
 from workers.backends.registry import embedding_backend
 from workers.celery_app import app
 from workers.runtime import settings

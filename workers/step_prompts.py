@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.protocol import ChatMessage, StepTask
+from configs.contracts.tasks import ChatMessage, StepTask
 
 # Each input is cut to this many characters so one verbose step cannot crowd the
 # context of the next one.

@@ -12,9 +12,9 @@ from typing import Any, Callable
 
 from celery import Task
 
-from rag.protocol import TaskOutcome
-from workers.backends.base import BackendError, TransientBackendError
-from workers.protocol import ErrorInfo
+from configs.contracts.memory import TaskOutcome
+from configs.contracts.errors import BackendError, TransientBackendError
+from configs.contracts.errors import ErrorInfo
 
 log = logging.getLogger("appliance.worker")
 

@@ -21,12 +21,12 @@ from core_agent.api import routes_adapters
 from core_agent.api.body_limit import BodySizeLimit
 from core_agent.api.deps import AppState
 from core_agent.api.errors import install_error_handlers
-from core_agent.chat_service import ChatService
-from core_agent.conversations import ConversationStore
-from core_agent.dispatcher import Dispatcher
-from core_agent.memory import MemoryClient
-from core_agent.task_store import TaskStore
-from core_agent.owner_token import ensure_owner_token
+from core_agent.orchestration.chat_service import ChatService
+from core_agent.stores.conversations import ConversationStore
+from core_agent.orchestration.dispatcher import Dispatcher
+from core_agent.orchestration.memory_client import MemoryClient
+from core_agent.stores.task_store import TaskStore
+from core_agent.stores.owner_token import ensure_owner_token
 from workers.celery_app import create_celery_app
 
 log = logging.getLogger("appliance.api")

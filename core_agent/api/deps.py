@@ -11,11 +11,11 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from configs.schema import Settings
-from core_agent.chat_service import ChatService
-from core_agent.conversations import ConversationStore
-from core_agent.dispatcher import Dispatcher
-from core_agent.memory import MemoryClient
-from core_agent.task_store import TaskStore
+from core_agent.orchestration.chat_service import ChatService
+from core_agent.stores.conversations import ConversationStore
+from core_agent.orchestration.dispatcher import Dispatcher
+from core_agent.orchestration.memory_client import MemoryClient
+from core_agent.stores.task_store import TaskStore
 
 
 @dataclass

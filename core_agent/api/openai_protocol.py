@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core_agent.plans import Plan
-from workers.protocol import ChatMessage
+from core_agent.orchestration.plans import Plan
+from configs.contracts.tasks import ChatMessage
 
 
 class StreamOptions(BaseModel):

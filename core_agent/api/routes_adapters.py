@@ -14,7 +14,7 @@ from core_agent.api.deps import get_state, require_owner
 from core_agent.api.errors import error_response
 from lora_manager.registry import AdapterRecord
 from lora_manager.service import AdapterService
-from workers.backends.base import BackendError
+from configs.contracts.errors import BackendError
 
 # No prefix: the adapter metrics also live beside the other statistics under /stats.
 router = APIRouter(dependencies=[Depends(require_owner)], tags=["adapters"])

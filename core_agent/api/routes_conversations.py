@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from core_agent.api.deps import get_state, require_owner
-from core_agent.conversations import Conversation, ConversationNotFound, StoredMessage
+from core_agent.stores.conversations import Conversation, ConversationNotFound, StoredMessage
 
 router = APIRouter(prefix="/conversations", dependencies=[Depends(require_owner)], tags=["conversations"])
 

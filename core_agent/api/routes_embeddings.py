@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict
 
 from core_agent.api.deps import get_state, require_owner
 from core_agent.api.errors import error_response
-from core_agent.memory import MemoryUnavailable, memory_for
-from rag.protocol import EMBED_TEXTS, EmbedResult
+from core_agent.orchestration.memory_client import MemoryUnavailable, memory_for
+from configs.contracts.memory import EMBED_TEXTS, EmbedResult
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_owner)], tags=["openai"])
 EMBED_TIMEOUT_S = 120.0

@@ -16,9 +16,9 @@ from pydantic import BaseModel, Field
 
 from core_agent.api.deps import get_state, require_owner
 from core_agent.api.errors import error_response
-from core_agent.conversations import ConversationNotFound
-from core_agent.memory import MemoryClient, MemoryUnavailable, memory_for
-from rag.protocol import (
+from core_agent.stores.conversations import ConversationNotFound
+from core_agent.orchestration.memory_client import MemoryClient, MemoryUnavailable, memory_for
+from configs.contracts.memory import (
     RAG_INGEST,
     RAG_LIST_DOCUMENTS,
     RAG_REINDEX_DOCUMENTS,

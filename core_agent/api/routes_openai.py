@@ -22,10 +22,10 @@ from core_agent.api.openai_protocol import (
     ResponseMessage,
     UsageInfo,
 )
-from core_agent.chat_service import BadChatRequest, ChatFailed, ChatRun, ChatTurn
+from core_agent.orchestration.chat_service import BadChatRequest, ChatFailed, ChatRun, ChatTurn
 from lora_manager.naming import split_model
 from workers.images import BadImage, decode_data_url
-from workers.protocol import Attachment, ChatMessage, GenerationParams, TaskResult
+from configs.contracts.tasks import Attachment, ChatMessage, GenerationParams, TaskResult
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_owner)], tags=["openai"])
 

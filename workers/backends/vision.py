@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import openai
 
 from configs.schema import VisionConfig
-from workers.backends.base import ModelUnavailable, TransientBackendError
+from configs.contracts.errors import ModelUnavailable, TransientBackendError
 
 
 class VisionBackend(Protocol):

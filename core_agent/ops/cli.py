@@ -11,8 +11,8 @@ import typer
 
 from configs.loader import ConfigError, load_settings
 from configs.schema import Settings
-from core_agent import launcher
-from core_agent.owner_token import ensure_owner_token
+from core_agent.ops import launcher
+from core_agent.stores.owner_token import ensure_owner_token
 
 app = typer.Typer(help="Self-hosted multi-agent appliance.", no_args_is_help=True, add_completion=False)
 
@@ -113,11 +113,11 @@ def chat(
         raise typer.Exit(1) from None
 
 
-from core_agent.vram_plan_cli import vram_plan as _vram_plan; app.command("vram-plan")(_vram_plan)  # noqa: E402,E702
+from core_agent.ops.vram_plan_cli import vram_plan as _vram_plan; app.command("vram-plan")(_vram_plan)  # noqa: E402,E702
 
 
 # Memory (issue 4): search, documents, index maintenance.
-from core_agent import memory_cli  # noqa: E402
+from core_agent.ops import memory_cli  # noqa: E402
 
 app.command("search")(memory_cli.search)
 app.add_typer(memory_cli.docs_app, name="docs")

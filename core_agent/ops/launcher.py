@@ -23,9 +23,9 @@ import httpx
 import redis
 
 from configs.schema import Settings
-from core_agent.owner_token import ensure_owner_token
+from core_agent.stores.owner_token import ensure_owner_token
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 Progress = Callable[[str], None]
 
 

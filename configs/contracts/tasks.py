@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from configs.contracts.errors import ErrorInfo
+
 STREAM_KEY_PREFIX = "appliance:stream:"
 ATTEMPT_KEY_PREFIX = "appliance:attempts:"
 CANCEL_KEY_PREFIX = "appliance:cancel:"
@@ -108,14 +110,6 @@ class StepTask(BaseModel):
     params: GenerationParams = Field(default_factory=GenerationParams)
     attachments: list[Attachment] = Field(default_factory=list)
     allow_code_execution: bool = False
-
-
-class ErrorInfo(BaseModel):
-    """A failure the owner can act on: what is wrong, what to do, which HTTP status."""
-
-    code: str
-    message: str
-    status: int = 500
 
 
 class StreamEvent(BaseModel):

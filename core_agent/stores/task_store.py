@@ -16,7 +16,7 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
 
-from core_agent.sqlite_file import SqliteFile
+from configs.sqlite_file import SqliteFile
 
 TaskStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 StepState = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]

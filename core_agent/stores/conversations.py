@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from core_agent.sqlite_file import SqliteFile
+from configs.sqlite_file import SqliteFile
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -39,7 +39,7 @@ CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id,
 
 # Memory outbox (issue 4): every stored turn is queued here, in the same transaction
 # as the turn itself (triggers), until the rag worker has embedded and indexed it;
-# deleting a conversation queues its removal from the index. core_agent/memory.py
+# deleting a conversation queues its removal from the index. core_agent/orchestration/memory_client.py
 # drains it. Rows stay until the index confirms them, so a down worker loses nothing.
 MEMORY_OUTBOX_SCHEMA = """
 CREATE TABLE IF NOT EXISTS memory_outbox (
@@ -185,7 +185,7 @@ class ConversationStore(SqliteFile):
             out.append(StoredMessage(**data))
         return out
 
-    # --- memory outbox (issue 4; drained by core_agent/memory.py) ---------------
+    # --- memory outbox (issue 4; drained by core_agent/orchestration/memory_client.py) ---------------
 
     def memory_outbox(self, limit: int = 64) -> list[MemoryOutboxItem]:
         """The oldest pending memory operations, in the order they happened."""

@@ -1,9 +1,9 @@
 """The core's side of the memory: retrieve context before an answer, drain the outbox.
 
-Contract for the chat path (core_agent/chat_service.py calls these; nothing here
+Contract for the chat path (core_agent/orchestration/chat_service.py calls these; nothing here
 opens Qdrant or loads a model: every memory operation is a task on the `rag` queue):
 
-    from core_agent import memory
+    from core_agent.orchestration import memory_client as memory
     ctx = await memory.retrieve_context(state, user_text, conversation_id=cid)
     prompt = ctx.messages + prompt        # zero or one extra system message
     ... answer ...
@@ -41,9 +41,9 @@ from celery import Celery
 from pydantic import BaseModel
 
 from configs.schema import Settings
-from core_agent.conversations import ConversationStore, MemoryOutboxItem
+from core_agent.stores.conversations import ConversationStore, MemoryOutboxItem
 from rag.chunking import count_tokens, truncate_tokens
-from rag.protocol import (
+from configs.contracts.memory import (
     RAG_FORGET_CONVERSATIONS,
     RAG_INDEX_TURNS,
     RAG_SEARCH,
@@ -53,7 +53,8 @@ from rag.protocol import (
     TaskOutcome,
     TurnToIndex,
 )
-from workers.protocol import ChatMessage, ErrorInfo
+from configs.contracts.tasks import ChatMessage
+from configs.contracts.errors import ErrorInfo
 
 log = logging.getLogger("appliance.memory")
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from core_agent.sqlite_file import SqliteFile
+from configs.sqlite_file import SqliteFile
 
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
 CallbackStatus = Literal["none", "pending", "delivered", "failed"]

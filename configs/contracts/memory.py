@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from workers.protocol import ErrorInfo
+from configs.contracts.errors import ErrorInfo
 
 EMBED_TEXTS = "embed.texts"
 RAG_SEARCH = "rag.search"

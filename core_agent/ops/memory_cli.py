@@ -20,7 +20,7 @@ import typer
 
 from configs.loader import ConfigError, load_settings
 from configs.schema import Settings
-from core_agent.owner_token import ensure_owner_token
+from core_agent.stores.owner_token import ensure_owner_token
 
 docs_app = typer.Typer(help="Add, list and remove the owner's documents in the memory.", no_args_is_help=True)
 memory_app = typer.Typer(help="Memory index maintenance.", no_args_is_help=True)
@@ -259,7 +259,7 @@ def memory_backup(archive: Optional[Path] = typer.Argument(
         None, help="Archive to write (default: <data dir>/backups/appliance-<time>.tar.gz).")) -> None:
     """Back up the conversation store, the document registry and the Qdrant index into one archive
     (safe while the appliance runs)."""
-    from core_agent.memory_backup import BackupError, create_backup
+    from core_agent.ops.memory_backup import BackupError, create_backup
 
     settings = _plain_settings()
     target = archive or settings.data_dir / "backups" / time.strftime("appliance-%Y%m%d-%H%M%S.tar.gz")
@@ -278,7 +278,7 @@ def memory_restore(archive: Path = typer.Argument(..., exists=True, dir_okay=Fal
                                                   help="An archive made by `appliance memory backup`.")) -> None:
     """Restore a backup into the data directory (the appliance must be stopped; replaced files are
     moved aside, not deleted)."""
-    from core_agent.memory_backup import BackupError, restore_backup
+    from core_agent.ops.memory_backup import BackupError, restore_backup
 
     settings = _plain_settings()
     try:

@@ -17,19 +17,20 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol
 
 from configs.schema import Settings
-from core_agent.composer import answer_messages, failure_summary
-from core_agent.conversations import ConversationStore
-from core_agent.dispatcher import DispatchError, Dispatcher
-from core_agent.plan_runner import PlanRunner, StepContext
-from core_agent.planner import Planner
-from core_agent.plans import InvalidPlan, Plan
-from core_agent.router import ROUTE_PROMPT, ROUTE_SCHEMA, Mode, Router
-from core_agent.task_store import TaskStore
+from core_agent.orchestration.composer import answer_messages, failure_summary
+from core_agent.stores.conversations import ConversationStore
+from core_agent.orchestration.dispatcher import DispatchError, Dispatcher
+from core_agent.orchestration.plan_runner import PlanRunner, StepContext
+from core_agent.orchestration.planner import Planner
+from core_agent.orchestration.plans import InvalidPlan, Plan
+from core_agent.orchestration.router import ROUTE_PROMPT, ROUTE_SCHEMA, Mode, Router
+from core_agent.stores.task_store import TaskStore
 from lora_manager.errors import AdapterError
 from lora_manager.policy import AdapterGate
 from lora_manager.settings_glue import registry as adapter_registry
 from rag.chunking import count_tokens
-from workers.protocol import Attachment, ChatMessage, ChatTask, ErrorInfo, GenerationParams, TaskResult
+from configs.contracts.tasks import Attachment, ChatMessage, ChatTask, GenerationParams, TaskResult
+from configs.contracts.errors import ErrorInfo
 
 log = logging.getLogger("appliance.chat")
 
@@ -54,7 +55,7 @@ class MemoryContextLike(Protocol):
 
 
 class Memory(Protocol):
-    """What the chat path needs from the memory (core_agent/memory.py's MemoryClient)."""
+    """What the chat path needs from the memory (core_agent/orchestration/memory_client.py's MemoryClient)."""
 
     async def retrieve_context(self, query: str, conversation_id: str | None = None) -> MemoryContextLike: ...
 

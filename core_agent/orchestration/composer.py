@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from core_agent.plan_runner import StepOutcome
-from core_agent.plans import Plan
-from workers.protocol import ChatMessage
+from core_agent.orchestration.plan_runner import StepOutcome
+from core_agent.orchestration.plans import Plan
+from configs.contracts.tasks import ChatMessage
 
 MAX_RESULT_CHARS = 3000
 COMPOSER_PROMPT = ("Steps of a plan were run for the owner's request; their results follow the request. "

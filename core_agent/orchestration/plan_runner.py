@@ -18,12 +18,12 @@ import time
 from dataclasses import dataclass, field
 
 from configs.schema import Settings
-from core_agent.dispatcher import DispatchError, Dispatcher
-from core_agent.plans import Plan, PlanStep
-from core_agent.task_store import TaskStore, summarize
+from core_agent.orchestration.dispatcher import DispatchError, Dispatcher
+from core_agent.orchestration.plans import Plan, PlanStep
+from core_agent.stores.task_store import TaskStore, summarize
 from lora_manager.errors import AdapterError
 from lora_manager.policy import AdapterGate
-from workers.protocol import Attachment, GenerationParams, StepTask, TaskResult
+from configs.contracts.tasks import Attachment, GenerationParams, StepTask, TaskResult
 
 log = logging.getLogger("appliance.plan_runner")
 

@@ -31,12 +31,12 @@ import httpx
 
 from configs.schema import Settings
 from configs.webhooks_schema import WebhookHook, WebhooksConfig
-from core_agent.chat_service import ChatFailed, ChatService, ChatTurn
-from core_agent.conversations import ConversationStore
-from core_agent.launcher import process_alive
-from core_agent.webhook_jobs import Job, JobStore
-from core_agent.webhook_signing import SignatureError, signed_headers, verify
-from workers.protocol import ChatMessage, GenerationParams
+from core_agent.orchestration.chat_service import ChatFailed, ChatService, ChatTurn
+from core_agent.stores.conversations import ConversationStore
+from core_agent.ops.launcher import process_alive
+from core_agent.stores.webhook_jobs import Job, JobStore
+from core_agent.webhooks.service.signing import SignatureError, signed_headers, verify
+from configs.contracts.tasks import ChatMessage, GenerationParams
 
 log = logging.getLogger("appliance.webhooks")
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 GIB = 2**30
 MIB = 2**20
-DEFAULT_STACK_FILE = Path(__file__).resolve().parents[1] / "configs" / "gpu-stack.yaml"
+DEFAULT_STACK_FILE = Path(__file__).resolve().parents[2] / "configs" / "gpu-stack.yaml"
 
 WeightDtype = Literal["bf16", "fp8"]
 KvCacheDtype = Literal["auto", "fp8"]

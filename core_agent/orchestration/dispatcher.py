@@ -16,7 +16,8 @@ import redis.asyncio as aioredis
 from celery import Celery
 
 from configs.schema import Settings
-from workers.protocol import ErrorInfo, StreamEvent, TaskResult, cancel_key, stream_key
+from configs.contracts.tasks import StreamEvent, TaskResult, cancel_key, stream_key
+from configs.contracts.errors import ErrorInfo
 
 
 READ_BLOCK_S = 2.0

@@ -30,7 +30,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from configs.schema import Settings
-from core_agent import launcher
+from core_agent.ops import launcher
 
 FORMAT = 1
 MANIFEST = "manifest.json"

@@ -12,9 +12,9 @@ import json
 import logging
 
 from configs.schema import Settings
-from core_agent.dispatcher import Dispatcher
-from core_agent.plans import PLAN_JSON_SCHEMA, InvalidPlan, Plan, image_plan, parse_plan, validate_plan
-from workers.protocol import ChatMessage, ChatTask, GenerationParams
+from core_agent.orchestration.dispatcher import Dispatcher
+from core_agent.orchestration.plans import PLAN_JSON_SCHEMA, InvalidPlan, Plan, image_plan, parse_plan, validate_plan
+from configs.contracts.tasks import ChatMessage, ChatTask, GenerationParams
 
 log = logging.getLogger("appliance.planner")
 

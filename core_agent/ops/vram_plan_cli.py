@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from core_agent.vram_plan import (
+from core_agent.ops.vram_plan import (
     DEFAULT_STACK_FILE,
     GIB,
     PlanConfigError,
@@ -25,7 +25,7 @@ from core_agent.vram_plan import (
     replace_env_block,
 )
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _gib(n: int) -> str:

@@ -1,0 +1,1 @@
+"""The core's durable state: conversations (+ memory outbox), tasks, webhook jobs, secrets."""

@@ -1,0 +1,1 @@
+"""Webhooks for workflow tools: authentication, signing, sync/async jobs, callbacks."""
