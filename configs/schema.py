@@ -295,6 +295,20 @@ class AdaptersConfig(StrictModel):
     server_dir: Path | None = None               # vLLM: the adapters dir as the server sees it
 
 
+class ObservabilityConfig(StrictModel):
+    """Prometheus metrics and OpenTelemetry traces (docs/observability.md)."""
+
+    # GET /metrics on the API (Prometheus text format). Off: the route answers 404.
+    metrics: bool = True
+    # Metrics name models, adapters and queues: only the owner token may read them,
+    # unless the scrape happens on a trusted network and this is switched off.
+    metrics_require_token: bool = True
+    # OTLP/HTTP collector base URL (e.g. http://127.0.0.1:4318). None: no tracer is set
+    # up, spans are OpenTelemetry's no-op objects and nothing is exported.
+    otlp_endpoint: str | None = None
+    service_name: str = "appliance"
+
+
 class Settings(StrictModel):
     profile: Literal["local", "gpu"] = "local"
     data_dir: Path = Path("./data")
@@ -334,6 +348,7 @@ class Settings(StrictModel):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)  # configs/webhooks.yaml
     adapters: AdaptersConfig = Field(default_factory=AdaptersConfig)  # configs/adapters.yaml
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
 
     @model_validator(mode="after")
     def _references_exist(self) -> Settings:

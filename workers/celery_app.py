@@ -8,10 +8,12 @@ Start a worker for one queue with:
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import worker_process_init
 from kombu import Queue
 
 from configs.loader import get_settings
 from configs.schema import QUEUE_NAMES, Settings
+from configs.telemetry import setup_tracing
 
 # Task name prefix -> queue. A task named "chat.generate" runs on the "chat" queue.
 TASK_MODULES = ["workers.chat_worker", "workers.code_worker", "workers.vision_worker",
@@ -48,3 +50,9 @@ def create_celery_app(settings: Settings) -> Celery:
 
 
 app = create_celery_app(get_settings())
+
+
+@worker_process_init.connect
+def _start_tracing(**_: object) -> None:
+    """Each pool child exports its own spans (a no-op unless an OTLP endpoint is set)."""
+    setup_tracing(get_settings(), "worker")

@@ -13,9 +13,14 @@ import os
 import time
 from typing import Any, Callable
 
+from celery.exceptions import Retry
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
 from configs.contracts.errors import BackendError, TransientBackendError
+from configs.telemetry import context_from, tracer
 from workers.celery_app import app
 from workers.events import EventPublisher
+from workers.metrics import record_task
 from configs.contracts.tasks import TaskResult
 from configs.contracts.errors import ErrorInfo
 from workers.runtime import redis_client, settings
@@ -31,32 +36,61 @@ def published_task(name: str, max_retries: int | None = None) -> Callable[[TaskB
     def decorate(body: TaskBody) -> Any:
         @app.task(name=name, bind=True, max_retries=max_retries if max_retries is not None else 2)
         def task(self, payload: dict[str, Any]) -> dict[str, Any]:
-            publisher = EventPublisher(redis_client(), self.request.id, settings().celery.result_expires_s)
-            publisher.start_attempt()
-            started_at = time.time()
-            try:
-                result = body(payload, publisher)
-            except TransientBackendError as exc:
-                if self.request.retries < self.max_retries:
-                    backoff = settings().planner.retry_backoff_s * (2 ** self.request.retries)
-                    log.warning("%s %s: transient error, retry in %.1fs: %s", name, self.request.id, backoff, exc)
-                    raise self.retry(exc=exc, countdown=backoff)
-                publisher.error(exc.info())
-                raise
-            except BackendError as exc:
-                publisher.error(exc.info())
-                raise
-            except Exception as exc:  # a bug still reaches the owner as a clear error
-                log.exception("%s %s failed", name, self.request.id)
-                publisher.error(ErrorInfo(code="worker_error", status=500,
-                                          message=f"{name} failed: {exc.__class__.__name__}: {exc}"))
-                raise
-            result = result.model_copy(update={
-                "worker": f"{self.request.hostname}:{os.getpid()}", "started_at": started_at,
-                "finished_at": time.time(), "attempt": publisher.attempt})
-            publisher.done(result)
-            return result.model_dump()
+            queue = (self.request.delivery_info or {}).get("routing_key") or name.split(".", 1)[0]
+            host = self.request.hostname or "unknown"
+            # A child of the span that dispatched it (trace context in the message headers).
+            with tracer().start_as_current_span(
+                    name, context=context_from(self.request), kind=SpanKind.CONSUMER,
+                    attributes={"appliance.queue": queue, "appliance.worker": host,
+                                "celery.task_id": self.request.id or ""}) as span:
+                started_at = time.time()
+                outcome, result = "worker_error", None
+                try:
+                    result = _run(self, name, body, payload)
+                    outcome = "succeeded"
+                    span.set_attributes({"appliance.model": result.model, "appliance.adapter": result.adapter or "",
+                                         "gen_ai.usage.input_tokens": result.usage.prompt_tokens,
+                                         "gen_ai.usage.output_tokens": result.usage.completion_tokens})
+                    return result.model_dump()
+                except Retry:
+                    outcome = "retried"
+                    raise
+                except BackendError as exc:
+                    outcome = exc.code
+                    span.set_status(Status(StatusCode.ERROR, str(exc)))
+                    raise
+                finally:
+                    record_task(redis_client(), name, queue, host, outcome, time.time() - started_at, result)
 
         return task
 
     return decorate
+
+
+def _run(task: Any, name: str, body: TaskBody, payload: dict[str, Any]) -> TaskResult:
+    """Run the body once, publishing the attempt, its result or its error."""
+    publisher = EventPublisher(redis_client(), task.request.id, settings().celery.result_expires_s)
+    publisher.start_attempt()
+    started_at = time.time()
+    try:
+        result = body(payload, publisher)
+    except TransientBackendError as exc:
+        if task.request.retries < task.max_retries:
+            backoff = settings().planner.retry_backoff_s * (2 ** task.request.retries)
+            log.warning("%s %s: transient error, retry in %.1fs: %s", name, task.request.id, backoff, exc)
+            raise task.retry(exc=exc, countdown=backoff)
+        publisher.error(exc.info())
+        raise
+    except BackendError as exc:
+        publisher.error(exc.info())
+        raise
+    except Exception as exc:  # a bug still reaches the owner as a clear error
+        log.exception("%s %s failed", name, task.request.id)
+        publisher.error(ErrorInfo(code="worker_error", status=500,
+                                  message=f"{name} failed: {exc.__class__.__name__}: {exc}"))
+        raise
+    result = result.model_copy(update={
+        "worker": f"{task.request.hostname}:{os.getpid()}", "started_at": started_at,
+        "finished_at": time.time(), "attempt": publisher.attempt})
+    publisher.done(result)
+    return result

@@ -14,13 +14,16 @@ from fastapi import FastAPI
 
 from configs.loader import get_settings
 from configs.schema import Settings
+from configs.telemetry import setup_tracing
 from core_agent.api import routes_conversations, routes_health, routes_openai, routes_tasks
 from core_agent.api import routes_embeddings, routes_memory
 from core_agent.api import routes_webhooks
 from core_agent.api import routes_adapters
+from core_agent.api import routes_metrics
 from core_agent.api.body_limit import BodySizeLimit
 from core_agent.api.deps import AppState
 from core_agent.api.errors import install_error_handlers
+from core_agent.observability.metrics import HttpMetrics
 from core_agent.orchestration.chat_service import ChatService
 from core_agent.stores.conversations import ConversationStore
 from core_agent.orchestration.dispatcher import Dispatcher
@@ -46,6 +49,7 @@ def build_state(settings: Settings) -> AppState:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    setup_tracing(settings, "api")
     state = build_state(settings)
 
     @asynccontextmanager
@@ -61,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.appliance = state
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(HttpMetrics)  # outermost: counts refusals of the body limit too
     app.include_router(routes_health.router)
     app.include_router(routes_openai.router)
     app.include_router(routes_conversations.router)
@@ -69,4 +74,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_embeddings.router)
     app.include_router(routes_webhooks.router)
     app.include_router(routes_adapters.router)
+    app.include_router(routes_metrics.router)
     return app

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol
 
 from configs.schema import Settings
+from configs.telemetry import TASK_ID_ATTRIBUTE, tracer
 from core_agent.orchestration.composer import answer_messages, failure_summary
 from core_agent.stores.conversations import ConversationStore
 from core_agent.orchestration.dispatcher import DispatchError, Dispatcher
@@ -266,8 +267,9 @@ class ChatService:
         """Plan and run the steps; return the messages for the final answer and, if
         steps failed, what failed."""
         try:
-            plan = await self.planner.plan(question, run.task_id, turn.plan, bool(turn.attachments),
-                                           turn.allowed_workers)
+            with tracer().start_as_current_span("plan"):
+                plan = await self.planner.plan(question, run.task_id, turn.plan, bool(turn.attachments),
+                                               turn.allowed_workers)
         except (InvalidPlan, DispatchError) as exc:
             # Never a 500: a request we cannot plan is answered directly.
             log.warning("task %s: no usable plan, answering directly: %s", run.task_id, exc)
@@ -284,11 +286,19 @@ class ChatService:
         return answer_messages(prompt, question, plan, outcomes), failed
 
     async def _turn(self, run: ChatRun, turn: ChatTurn, question: str, prompt: list[ChatMessage]) -> None:
+        # One trace per task: route -> plan -> each step -> model calls (docs/observability.md).
+        with tracer().start_as_current_span("task", attributes={TASK_ID_ATTRIBUTE: run.task_id,
+                                                                "appliance.source": turn.source}):
+            await self._traced_turn(run, turn, question, prompt)
+
+    async def _traced_turn(self, run: ChatRun, turn: ChatTurn, question: str, prompt: list[ChatMessage]) -> None:
         assert run._outcome is not None
         status, error = "failed", None
         try:
             mode = "plan" if turn.plan is not None else turn.mode  # an explicit plan is run as given
-            decision = await self.router.decide(question, mode, bool(turn.attachments), self._ask_route)
+            with tracer().start_as_current_span("route") as span:
+                decision = await self.router.decide(question, mode, bool(turn.attachments), self._ask_route)
+                span.set_attributes({"appliance.route": decision.route, "appliance.route_reason": decision.reason})
             await self.tasks.create(run.task_id, run.conversation_id, decision.route, turn.source, decision.reason)
             messages, failed = prompt, None
             answer_id = run.task_id
@@ -301,8 +311,9 @@ class ChatService:
                 run.sources = [s.model_dump() for s in recalled.sources]
                 messages = list(recalled.messages) + messages
             task = ChatTask(model=turn.model, messages=messages, params=self._params(turn), stream=True)
-            await self.dispatcher.submit("chat.generate", task.model_dump(), task_id=answer_id, queue=CHAT_QUEUE)
-            result = await self._follow(run, answer_id)
+            with tracer().start_as_current_span("answer"):
+                await self.dispatcher.submit("chat.generate", task.model_dump(), task_id=answer_id, queue=CHAT_QUEUE)
+                result = await self._follow(run, answer_id)
             if failed:
                 # The owner must learn what failed even if the model glosses over it.
                 note = f"\n\n[Not everything worked: {failed}]"

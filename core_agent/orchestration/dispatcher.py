@@ -16,6 +16,8 @@ import redis.asyncio as aioredis
 from celery import Celery
 
 from configs.schema import Settings
+from configs.telemetry import trace_headers
+from core_agent.observability import metrics
 from configs.contracts.tasks import StreamEvent, TaskResult, cancel_key, stream_key
 from configs.contracts.errors import ErrorInfo
 
@@ -46,6 +48,9 @@ class Dispatcher:
         """Queue a task by name; `queue` overrides the queue its name prefix routes to."""
         task_id = task_id or uuid.uuid4().hex
         options: dict[str, Any] = {"queue": queue} if queue else {}
+        headers = trace_headers()  # the worker's spans join this request's trace
+        if headers:
+            options["headers"] = headers
         # kombu's publish is a blocking socket write; keep it off the event loop.
         await asyncio.to_thread(self.celery.send_task, task_name, args=[payload], task_id=task_id, **options)
         return task_id
@@ -69,7 +74,9 @@ class Dispatcher:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise DispatchError(self._timeout_info(queue, started))
+                info = self._timeout_info(queue, started)
+                metrics.task_failed(queue, info)
+                raise DispatchError(info)
             # Short blocking reads: a Redis client's socket timeout must never cut a
             # long wait, and the deadline is checked between reads.
             block_ms = max(1, int(min(remaining, READ_BLOCK_S) * 1000))
@@ -80,6 +87,10 @@ class Dispatcher:
                 last_id = entry_id
                 started = True
                 event = StreamEvent.model_validate_json(fields[b"e"])
+                if event.type == "done" and event.result is not None:
+                    metrics.task_succeeded(queue, event.result)
+                elif event.type == "error" and event.error is not None:
+                    metrics.task_failed(queue, event.error)
                 yield event
                 if event.type in ("done", "error"):
                     return

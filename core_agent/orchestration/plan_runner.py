@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from configs.schema import Settings
+from configs.telemetry import tracer
 from core_agent.orchestration.dispatcher import DispatchError, Dispatcher
 from core_agent.orchestration.plans import Plan, PlanStep
 from core_agent.stores.task_store import TaskStore, summarize
@@ -131,6 +132,12 @@ class PlanRunner:
         return f"{task_id}.{step.id}"
 
     async def _run_step(self, task_id: str, step: PlanStep, inputs: dict[str, str], ctx: StepContext) -> StepOutcome:
+        with tracer().start_as_current_span(f"step {step.id}", attributes={"appliance.step": step.id,
+                                                                          "appliance.step_worker": step.worker}):
+            return await self._dispatch_step(task_id, step, inputs, ctx)
+
+    async def _dispatch_step(self, task_id: str, step: PlanStep, inputs: dict[str, str],
+                             ctx: StepContext) -> StepOutcome:
         route = self.settings.routes[step.worker]
         model = route.model if step.worker in ("chat", "code") else None
         try:

@@ -1,0 +1,1 @@
+"""What the appliance tells about itself: Prometheus metrics and OpenTelemetry spans."""
