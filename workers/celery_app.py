@@ -8,9 +8,11 @@ Start a worker for one queue with:
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import worker_init
 from kombu import Queue
 
 from configs.loader import get_settings
+from configs.private_files import protect_data_dir
 from configs.schema import QUEUE_NAMES, Settings
 
 # Task name prefix -> queue. A task named "chat.generate" runs on the "chat" queue.
@@ -48,3 +50,9 @@ def create_celery_app(settings: Settings) -> Celery:
 
 
 app = create_celery_app(get_settings())
+
+
+@worker_init.connect
+def _private_files(**_: object) -> None:
+    """Before the pool forks: files the workers create in the data dir are owner-only."""
+    protect_data_dir(get_settings().data_dir)

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from configs.loader import get_settings
+from configs.private_files import protect_data_dir
 from configs.schema import Settings
 from core_agent.api import routes_conversations, routes_health, routes_openai, routes_tasks
 from core_agent.api import routes_embeddings, routes_memory
@@ -34,6 +35,7 @@ log = logging.getLogger("appliance.api")
 
 
 def build_state(settings: Settings) -> AppState:
+    protect_data_dir(settings.data_dir)  # before any store creates a file (docs/security.md)
     store = ConversationStore(settings.conversations_db)
     celery = create_celery_app(settings)
     redis = aioredis.Redis.from_url(settings.redis_url)
