@@ -49,6 +49,8 @@ pip_install() {
 
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
+# bwrap: the code sandbox; generated code never runs without it (docs/security.md).
+command -v bwrap >/dev/null || missing+=(bubblewrap)
 if [[ $WITH_TEST -eq 1 ]]; then
   command -v chromium >/dev/null || missing+=(chromium)
   # compose.yaml is validated with Debian's docker-compose (no Docker engine needed).
