@@ -3,13 +3,21 @@
 Each limit is attacked for real (workers/sandbox.py run directly, as the code worker
 calls it). Broken builds these tests were watched failing against: the network test
 with `--share-net` added to the bwrap command (the sandbox then reaches the listener);
-the process test with the pids cgroup / RLIMIT_NPROC removed (all 200 forks start).
+the unprivileged process test with RLIMIT_NPROC removed from the launcher (all 200
+forks start).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
+import sysconfig
 import threading
+from pathlib import Path
 
 import pytest
 from configs.loader import ConfigError
@@ -80,6 +88,32 @@ def test_network_is_unreachable_even_where_a_listener_answers() -> None:
         assert "interfaces ['lo']" in result.stdout, result.stdout  # no way out but its own loopback
     finally:
         server.close()
+
+
+SYSTEM_PYTHON = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+FORK_200 = ("import os, time\nstarted = 0\n"
+            "try:\n    for _ in range(200):\n        if os.fork() == 0:\n            time.sleep(5)\n            os._exit(0)\n"
+            "        started += 1\nexcept OSError as e:\n    print('REFUSED', e)\nprint('STARTED', started)\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not SYSTEM_PYTHON.exists() or shutil.which("setpriv") is None,
+                    reason="needs root (to become uid 65534), setpriv and a system Python of this version")
+def test_an_unprivileged_worker_holds_the_process_limit_with_rlimit_nproc() -> None:
+    """Compose runs the code worker as uid 1000, where RLIMIT_NPROC (not a pids cgroup) is
+    the limit. Run the sandbox as uid 65534 with the system Python (this venv's Python
+    lives under root's 0700 home) and fork 200 times."""
+    script = ("import json\nfrom configs.schema import SandboxConfig\nfrom workers.sandbox import run_python\n"
+              f"r = run_python({FORK_200!r}, SandboxConfig(max_processes=16))\n"
+              "print(json.dumps({'stdout': r.stdout, 'limits_hit': r.limits_hit, 'stderr': r.stderr}))\n")
+    path = os.pathsep.join([str(Path(__file__).resolve().parents[1]), sysconfig.get_paths()["purelib"]])
+    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(SYSTEM_PYTHON),
+                           "-c", script], capture_output=True, text=True, timeout=120, cwd="/",
+                          env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", "PYTHONPATH": path})
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    started = int(result["stdout"].split("STARTED")[1].split()[0])
+    assert started < 16 and "REFUSED" in result["stdout"], result
+    assert "processes" in result["limits_hit"], result
 
 
 def test_a_missing_bubblewrap_is_a_clear_refusal(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -169,7 +169,7 @@ class _Run:
     returncode: int
     seconds: float
     timed_out: bool
-    processes_limited: bool
+    processes_limited: bool | None  # None: no pids cgroup, so the kernel's count cannot be read
 
 
 def _signal_code(returncode: int) -> int:
@@ -198,7 +198,7 @@ def _execute(config: SandboxConfig, code_fd: int, out, err) -> _Run:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         seconds = time.monotonic() - started
-        return _Run(_signal_code(proc.returncode), seconds, timed_out, bool(group and group.limit_hit()))
+        return _Run(_signal_code(proc.returncode), seconds, timed_out, group.limit_hit() if group else None)
     finally:
         if group is not None:
             group.kill_all_and_remove()
@@ -209,7 +209,8 @@ def _read_capped(path: Path, limit: int) -> tuple[str, bool]:
     return data[:limit].decode("utf-8", errors="replace"), len(data) > limit
 
 
-FORK_REFUSED = ("BlockingIOError: [Errno 11]", "Resource temporarily unavailable")
+# How a refused fork (EAGAIN) shows in Python's output: the only trace RLIMIT_NPROC leaves.
+FORK_REFUSED = "Resource temporarily unavailable"
 
 
 def run_python(code: str, config: SandboxConfig) -> SandboxResult:
@@ -233,8 +234,10 @@ def run_python(code: str, config: SandboxConfig) -> SandboxResult:
             cpu_limited=not run.timed_out and code_ in (-24, -9),
             memory_limited="MemoryError" in stderr or "Cannot allocate memory" in stderr,
             output_truncated=out_cut or err_cut or code_ == -25,  # -25: SIGXFSZ, the file-size limit
-            # Exact with a pids cgroup; from the code's own error report under RLIMIT_NPROC.
-            processes_limited=run.processes_limited or any(s in stderr for s in FORK_REFUSED),
+            # Exact with a pids cgroup; under RLIMIT_NPROC read from the code's own output, so
+            # a refusal the code swallows silently goes unreported (the limit still holds).
+            processes_limited=(run.processes_limited if run.processes_limited is not None
+                               else FORK_REFUSED in stdout or FORK_REFUSED in stderr),
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
