@@ -24,9 +24,10 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     APPLIANCE_DATA_DIR=/data \
     APPLIANCE_CONFIG_DIR=/app/configs
-# libgomp: llama.cpp's OpenMP runtime; libgl/glib: rapidocr's opencv.
+# libgomp: llama.cpp's OpenMP runtime; libgl/glib: rapidocr's opencv; bubblewrap: the
+# code sandbox (workers/sandbox.py).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libgomp1 libgl1 libglib2.0-0 \
+ && apt-get install -y --no-install-recommends libgomp1 libgl1 libglib2.0-0 bubblewrap \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=build /wheels /wheels

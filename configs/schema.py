@@ -236,15 +236,18 @@ class PlannerConfig(StrictModel):
 
 
 class SandboxConfig(StrictModel):
-    """Running generated Python: off unless the owner enables it."""
+    """Running generated Python in bubblewrap (workers/sandbox.py, docs/security.md): off
+    unless the owner enables it. There is no way to run without isolation: where it is
+    not available a run is refused. The limits are the defaults and the maxima a
+    request to POST /sandbox/run may lower."""
 
     enabled: bool = False
     cpu_seconds: int = Field(default=5, ge=1)
     memory_mb: int = Field(default=256, ge=16)
     output_bytes: int = Field(default=64 * 1024, ge=256)
     wall_seconds: float = Field(default=10.0, gt=0)
-    # Without a network namespace the run is refused unless this is set.
-    allow_without_network_isolation: bool = False
+    max_processes: int = Field(default=32, ge=1, le=4096)   # processes at once, the code itself included
+    tmpfs_mb: int = Field(default=64, ge=1, le=4096)        # size of each private tmpfs (/work, /tmp)
 
 
 class VisionConfig(StrictModel):

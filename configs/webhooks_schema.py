@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 HOOK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+CALLBACK_HOST_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]+|[A-Za-z0-9]([A-Za-z0-9.-]{0,252}))$")
 WorkerName = Literal["chat", "code", "embed", "vision", "rag"]
 
 
@@ -69,7 +70,19 @@ class WebhooksConfig(_Strict):
     callback_timeout_s: float = Field(default=15.0, gt=0)
     # Jobs (and their idempotency keys) are kept this long, then purged.
     job_retention_s: int = Field(default=7 * 86400, ge=60)
+    # Hosts async callbacks may go to (names or IP literals, no scheme or port). Empty:
+    # any host whose every address is public (core_agent/webhooks/callback_guard.py).
+    callback_hosts: list[str] = Field(default_factory=list)
     hooks: dict[str, WebhookHook] = Field(default_factory=dict)
+
+    @field_validator("callback_hosts")
+    @classmethod
+    def _bare_hosts(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            if not CALLBACK_HOST_RE.match(host):
+                raise ValueError(f"callback_hosts entry '{host}' must be a bare host name or IP address "
+                                 f"(e.g. n8n, 192.168.1.20, ::1), without scheme, port or path")
+        return [h.lower().strip("[]") for h in hosts]
 
     @field_validator("hooks")
     @classmethod

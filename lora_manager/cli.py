@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from configs.loader import ConfigError, load_settings
+from configs.private_files import private_umask
 from lora_manager.service import AdapterService
 from configs.contracts.errors import BackendError
 
@@ -17,6 +18,7 @@ adapters_app = typer.Typer(help="Manage LoRA adapters (see docs/lora.md).", no_a
 
 def _service() -> AdapterService:
     try:
+        private_umask()  # adapter files are owner-only (docs/security.md)
         return AdapterService(load_settings())
     except ConfigError as exc:
         typer.secho(str(exc), fg="red", err=True)

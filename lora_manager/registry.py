@@ -124,7 +124,7 @@ class AdapterRegistry:
                 record = AdapterRecord(name=name, description=description, tasks=tasks, pinned=pinned,
                                        added_at=time.time(), facts=facts, base=base)
                 (staging / RECORD_FILE).write_text(record.model_dump_json(indent=2), encoding="utf-8")
-                os.chmod(staging, 0o755)
+                os.chmod(staging, 0o700)  # owner-only like the whole data dir (docs/security.md)
                 os.rename(staging, self.root / name)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)

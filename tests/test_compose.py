@@ -28,7 +28,7 @@ ENV_EXAMPLE = ROOT / ".env.example"
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 # Secrets .env.example leaves empty on purpose; a real .env must set them.
 TEST_SECRETS = {"APPLIANCE_API_KEY": "test-owner-token", "QDRANT_API_KEY": "test-qdrant-key",
-                "FLOWER_PASSWORD": "test-flower-password"}
+                "FLOWER_PASSWORD": "test-flower-password", "REDIS_PASSWORD": "test-redis-password"}
 VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -306,3 +306,51 @@ def test_vllm_accepts_every_server_command(resolved: dict[str, Any]) -> None:
     assert set(parsed) == set(commands)
     assert parsed["vllm-core"]["lora"] and parsed["vllm-core"]["targets"] == list(LORA_TARGET_MODULES)
     assert parsed["vllm-core"]["hf"] == {"num_experts_per_tok": 8} or "num_experts_per_tok" in parsed["vllm-core"]["hf"]
+
+
+# --- isolation: Redis password, the code worker's container (docs/security.md) ----------
+
+CODE_WORKERS = ("worker-code", "worker-code-cpu")
+
+
+def test_redis_requires_a_password_and_every_client_url_carries_it(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    command = services["redis"]["command"]
+    assert command[command.index("--requirepass") + 1] == TEST_SECRETS["REDIS_PASSWORD"]
+    assert services["redis"]["environment"]["REDISCLI_AUTH"] == TEST_SECRETS["REDIS_PASSWORD"]  # healthcheck
+    urls = {name: env["APPLIANCE_REDIS_URL"] for name, svc in services.items()
+            if isinstance(env := svc.get("environment"), dict) and "APPLIANCE_REDIS_URL" in env}
+    assert {"api", "flower", "worker-chat", *CODE_WORKERS} <= set(urls)
+    for name, url in urls.items():
+        assert url == f"redis://:{TEST_SECRETS['REDIS_PASSWORD']}@redis:6379/0", f"{name}: {url}"
+
+
+def test_a_missing_redis_password_stops_compose(raw: dict[str, Any]) -> None:
+    env = {k: v for k, v in example_env().items() if k != "REDIS_PASSWORD"}
+    with pytest.raises(KeyError, match="REDIS_PASSWORD"):
+        interpolate(raw, env)
+
+
+@pytest.mark.parametrize("name", CODE_WORKERS)
+def test_the_code_worker_container_holds_no_data_and_no_secrets(resolved: dict[str, Any], name: str) -> None:
+    svc = resolved["services"][name]
+    assert not svc.get("volumes"), f"{name} mounts {svc.get('volumes')}"
+    env = svc["environment"]
+    for secret in ("APPLIANCE_API_KEY", "APPLIANCE_MEMORY__QDRANT_API_KEY", "HF_TOKEN", "FLOWER_PASSWORD"):
+        assert secret not in env, f"{name} gets {secret}"
+    secrets = {v for k, v in TEST_SECRETS.items() if k != "REDIS_PASSWORD"}
+    assert not secrets & {str(v) for v in env.values()}
+    assert not env["APPLIANCE_DATA_DIR"].startswith("/data")
+    assert svc["networks"] == ["code"] and svc["read_only"] is True and svc["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in svc["security_opt"]
+    assert env["WORKER_QUEUE"] == "code"
+
+
+def test_the_code_network_is_internal_and_reaches_only_redis_and_the_code_model(resolved: dict[str, Any]) -> None:
+    assert resolved["networks"]["code"].get("internal") is True
+    members = {name for name, svc in resolved["services"].items() if "code" in (svc.get("networks") or [])}
+    assert members == {"redis", "vllm-code", *CODE_WORKERS}
+
+
+def test_the_app_image_has_bubblewrap() -> None:
+    assert re.search(r"apt-get install[^\n]*bubblewrap", (ROOT / "Dockerfile").read_text())

@@ -99,7 +99,9 @@ def api_process(settings: Settings) -> Iterator[str]:
 def hook_settings(data_dir: Path) -> Settings:
     return load_settings(overrides={
         "data_dir": str(data_dir), "api_port": free_port(),
-        "webhooks": {"callback_backoff_s": 0.2, "callback_attempts": 3, "hooks": HOOKS},
+        # The test receiver listens on loopback, which callbacks reach only when allowlisted.
+        "webhooks": {"callback_backoff_s": 0.2, "callback_attempts": 3, "hooks": HOOKS,
+                     "callback_hosts": ["127.0.0.1"]},
         # This process has its own conversation store; it must not index its turns into
         # the stack's shared memory (other tests search it).
         "memory": {"enabled": False},

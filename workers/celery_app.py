@@ -8,10 +8,11 @@ Start a worker for one queue with:
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 from kombu import Queue
 
 from configs.loader import get_settings
+from configs.private_files import protect_data_dir
 from configs.schema import QUEUE_NAMES, Settings
 from configs.telemetry import setup_tracing
 
@@ -56,3 +57,9 @@ app = create_celery_app(get_settings())
 def _start_tracing(**_: object) -> None:
     """Each pool child exports its own spans (a no-op unless an OTLP endpoint is set)."""
     setup_tracing(get_settings(), "worker")
+
+
+@worker_init.connect
+def _private_files(**_: object) -> None:
+    """Before the pool forks: files the workers create in the data dir are owner-only."""
+    protect_data_dir(get_settings().data_dir)

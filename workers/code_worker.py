@@ -17,6 +17,7 @@ from configs.contracts.tasks import ChatTask, StepTask, TaskResult
 from workers.published_task import published_task
 from workers.runtime import settings
 from workers.sandbox import SandboxRefused, SandboxResult, run_python
+from configs.contracts.sandbox import SANDBOX_EXECUTE, SandboxRun
 from workers.step_prompts import step_messages
 
 
@@ -72,12 +73,14 @@ def step(payload: dict[str, Any], publisher: EventPublisher) -> TaskResult:
     return written.model_copy(update={"text": text, "data": data})
 
 
-@published_task("code.execute", max_retries=0)
+@published_task(SANDBOX_EXECUTE, max_retries=0)
 def execute(payload: dict[str, Any], publisher: EventPublisher) -> TaskResult:
-    """Run given code in the sandbox (owner-only tool; the core checks permission)."""
+    """Run given code in the sandbox (POST /sandbox/run; the core checks permission).
+    The request's limits can only lower the configured ones."""
     if not settings().sandbox.enabled:
         raise SandboxDisabled()
+    request = SandboxRun.model_validate(payload)
     started = time.perf_counter()
-    run = run_python(str(payload["code"]), settings().sandbox)
+    run = run_python(request.code, request.limits.applied_to(settings().sandbox))
     return TaskResult(text=execution_report(run), model="sandbox", seconds=time.perf_counter() - started,
                       data={"sandbox": run.model_dump(), "limits_hit": run.limits_hit}, attempt=publisher.attempt)

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from configs.loader import get_settings
+from configs.private_files import protect_data_dir
 from configs.schema import Settings
 from configs.telemetry import setup_tracing
 from core_agent.api import routes_conversations, routes_health, routes_openai, routes_tasks
@@ -20,6 +21,7 @@ from core_agent.api import routes_embeddings, routes_memory
 from core_agent.api import routes_webhooks
 from core_agent.api import routes_adapters
 from core_agent.api import routes_metrics
+from core_agent.api import routes_sandbox
 from core_agent.api.body_limit import BodySizeLimit
 from core_agent.api.deps import AppState
 from core_agent.api.errors import install_error_handlers
@@ -36,6 +38,7 @@ log = logging.getLogger("appliance.api")
 
 
 def build_state(settings: Settings) -> AppState:
+    protect_data_dir(settings.data_dir)  # before any store creates a file (docs/security.md)
     store = ConversationStore(settings.conversations_db)
     celery = create_celery_app(settings)
     redis = aioredis.Redis.from_url(settings.redis_url)
@@ -75,4 +78,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_webhooks.router)
     app.include_router(routes_adapters.router)
     app.include_router(routes_metrics.router)
+    app.include_router(routes_sandbox.router)
     return app

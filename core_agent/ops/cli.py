@@ -10,6 +10,7 @@ import httpx
 import typer
 
 from configs.loader import ConfigError, load_settings
+from configs.private_files import private_umask
 from configs.schema import Settings
 from core_agent.ops import launcher
 from core_agent.stores.owner_token import ensure_owner_token
@@ -18,6 +19,7 @@ app = typer.Typer(help="Self-hosted multi-agent appliance.", no_args_is_help=Tru
 
 
 def _settings() -> Settings:
+    private_umask()  # whatever a command writes into the data dir is owner-only
     try:
         return load_settings()
     except ConfigError as exc:

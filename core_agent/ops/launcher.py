@@ -23,6 +23,7 @@ import httpx
 import redis
 
 from configs.schema import Settings
+from configs.private_files import protect_data_dir
 from core_agent.stores.owner_token import ensure_owner_token
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -196,7 +197,7 @@ def up(settings: Settings, progress: Progress = print, only: set[str] | None = N
     """Start every service (or just those named in `only`) not already running; wait until
     each is healthy. Returns the owner token."""
     preflight(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    protect_data_dir(settings.data_dir)  # 0700, umask 077 for us and every service we start
     token = ensure_owner_token(settings)
     started: list[str] = []
     for svc in services(settings):

@@ -19,6 +19,7 @@ import httpx
 import typer
 
 from configs.loader import ConfigError, load_settings
+from configs.private_files import private_umask
 from configs.schema import Settings
 from core_agent.stores.owner_token import ensure_owner_token
 
@@ -293,6 +294,7 @@ def memory_restore(archive: Path = typer.Argument(..., exists=True, dir_okay=Fal
 
 
 def _plain_settings() -> Settings:
+    private_umask()  # backups and restored files hold conversations: owner-only
     try:
         return load_settings()
     except ConfigError as exc:

@@ -11,7 +11,8 @@ adapters, no code execution unless allowed).
 
 sync hooks answer in the response (or 202 + job when the answer takes longer than
 sync_timeout_s); async hooks answer 202 at once and POST the finished job to the
-request's callback_url, signed like incoming requests, retrying with backoff.
+request's callback_url, signed like incoming requests, retrying with backoff. Callback
+URLs are checked against SSRF at submit time and at each delivery (callback_guard.py).
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ from core_agent.stores.conversations import ConversationStore
 from core_agent.ops.launcher import process_alive
 from core_agent.stores.webhook_jobs import Job, JobStore
 from core_agent.webhooks.signing import SignatureError, signed_headers, verify
+from core_agent.webhooks.callback_guard import (
+    CallbackRefused,
+    CallbackUnresolvable,
+    PinnedTransport,
+    check_callback,
+)
 from configs.contracts.tasks import ChatMessage, GenerationParams
 
 log = logging.getLogger("appliance.webhooks")
@@ -275,6 +282,11 @@ class WebhookService:
                      idempotency_key: str | None) -> tuple[Job, bool]:
         """Create the job (or find the one this idempotency key made) and start it. Returns (job, new)."""
         request = hook_request(name, hook, body)
+        if request.callback_url is not None:
+            try:  # resolves the host: off the event loop
+                await asyncio.to_thread(check_callback, request.callback_url, self.config.callback_hosts)
+            except CallbackRefused as exc:
+                raise WebhookError(400, f"callback_url refused: {exc}", "callback_refused") from None
         if hook.profile is not None and hook.profile not in getattr(self.settings, "profiles", {hook.profile: 0}):
             raise WebhookError(503, f"webhook '{name}' names profile '{hook.profile}', which is not configured "
                                     f"(profiles in configs/routes.yaml)", "hook_misconfigured")
@@ -349,7 +361,9 @@ class WebhookService:
         secret = hook.secret.get_secret_value()
         delay = self.config.callback_backoff_s
         attempts = job.callback.attempts
-        async with httpx.AsyncClient(timeout=self.config.callback_timeout_s, follow_redirects=False) as client:
+        # PinnedTransport checks the host again now and connects to the address it checked.
+        async with httpx.AsyncClient(timeout=self.config.callback_timeout_s, follow_redirects=False,
+                                     transport=PinnedTransport(self.config.callback_hosts)) as client:
             while attempts < self.config.callback_attempts:
                 attempts += 1
                 # The attempt number is part of the signed body, so each retry has its own
@@ -363,6 +377,8 @@ class WebhookService:
                     retry = resp.status_code >= 500 or resp.status_code in (408, 429)
                 except httpx.HTTPError as exc:
                     error, retry = f"could not reach the callback URL: {type(exc).__name__}: {exc}", True
+                except CallbackRefused as exc:  # checked again at delivery: DNS may have changed
+                    error, retry = f"callback_url refused: {exc}", isinstance(exc, CallbackUnresolvable)
                 if error is None:
                     self.jobs.callback_attempt(job_id, attempts, "delivered", None)
                     return
