@@ -255,6 +255,8 @@ class VisionConfig(StrictModel):
     max_image_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(default=40_000_000, ge=1024)
     request_timeout_s: float = Field(default=120.0, gt=0)
+    # openai: the answer's token budget (without it vLLM may generate up to the context).
+    max_tokens: int = Field(default=1024, ge=1, le=32768)
 
     @model_validator(mode="after")
     def _backend_fields(self) -> VisionConfig:

@@ -20,7 +20,14 @@ from compose_spec import PyCompose
 
 from configs.loader import load_settings
 from configs.schema import QUEUE_NAMES
-from core_agent.ops.vram_plan import LORA_TARGET_MODULES, env_values, load_stack, plan_stack, read_env_block
+from core_agent.ops.vram_plan import (
+    LORA_TARGET_MODULES,
+    env_values,
+    load_stack,
+    plan_stack,
+    read_env_block,
+    vllm_args,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "compose.yaml"
@@ -215,26 +222,17 @@ def test_named_volumes_and_persistence(resolved: dict[str, Any]) -> None:
 
 # --- sized by the plan ----------------------------------------------------------------
 
-def test_vllm_arguments_match_the_plan(resolved: dict[str, Any], plan) -> None:
+def test_vllm_arguments_are_the_plans(resolved: dict[str, Any], plan) -> None:
+    """Every model server's command line, after .env interpolation, is exactly what the
+    planner's vllm_args() writes for it: one source for compose, the tests and the twin."""
     for name, svc in vllm_services(resolved).items():
-        s = plan.service(name)
-        args = flag_values(svc["command"])
-        assert args["model"] == s.hf_repo
-        assert args["served-model-name"] == s.knobs.served_name
-        assert float(args["gpu-memory-utilization"]) == s.gpu_memory_utilization
-        assert int(args["max-model-len"]) == s.knobs.max_model_len
-        assert int(args["max-num-seqs"]) == s.knobs.max_num_seqs
-        assert args["quantization"] == s.quantization
-        if "hf-overrides" in args:
-            assert json.loads(args["hf-overrides"]) == s.hf_overrides
-        else:
-            assert not s.hf_overrides, f"{name}: plan has hf overrides compose does not pass"
-        if not s.knobs.model.startswith("bge"):
-            assert args["kv-cache-dtype"] == s.knobs.kv_cache_dtype
+        assert svc["command"] == vllm_args(plan.service(name)), name
+        assert svc["entrypoint"] == ["vllm", "serve"], name
     core = flag_values(resolved["services"]["vllm-core"]["command"])
     lora = plan.service("vllm-core").knobs.lora
     assert core["enable-lora"] is True and core["enable-prefix-caching"] is True
     assert core["reasoning-parser"] == "qwen3"
+    assert core["enable-auto-tool-choice"] is True and core["tool-call-parser"] == "hermes"
     assert (int(core["max-loras"]), int(core["max-lora-rank"]), int(core["max-cpu-loras"])) == \
         (lora.max_loras, lora.max_lora_rank, lora.max_cpu_loras)
     assert tuple(core["lora-target-modules"]) == LORA_TARGET_MODULES
