@@ -295,6 +295,7 @@ class AdaptersConfig(StrictModel):
     auto: list[AdapterAutoRule] = Field(default_factory=list)
     base_config: Path | None = None              # vLLM: the served base's config.json (or its folder)
     server_dir: Path | None = None               # vLLM: the adapters dir as the server sees it
+    base_revision: str | None = None             # vLLM by hub repo id: the served commit (compose: the plan's pin)
 
 
 class Settings(StrictModel):

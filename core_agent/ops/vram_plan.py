@@ -555,10 +555,12 @@ def service_env(s: ServicePlan) -> dict[str, str]:
 
 
 def app_context_env(plan: VramPlan) -> dict[str, str]:
-    """What the app containers learn from the plan (compose.yaml's x-app-env): each
-    chat model's context is its server's --max-model-len, never a separate number."""
+    """What the app containers learn from the plan (compose.yaml's x-planned-context):
+    each chat model's context is its server's --max-model-len, never a separate number,
+    and the LoRA manager validates against the core's pinned snapshot."""
     return {"APPLIANCE_MODELS__CORE__N_CTX": str(plan.service("vllm-core").knobs.max_model_len),
-            "APPLIANCE_MODELS__CODE__N_CTX": str(plan.service("vllm-code").knobs.max_model_len)}
+            "APPLIANCE_MODELS__CODE__N_CTX": str(plan.service("vllm-code").knobs.max_model_len),
+            "APPLIANCE_ADAPTERS__BASE_REVISION": plan.service("vllm-core").revision}
 
 
 def env_values(plan: VramPlan) -> dict[str, str]:
