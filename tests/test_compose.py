@@ -294,7 +294,10 @@ def test_vllm_accepts_every_server_command(resolved: dict[str, Any]) -> None:
         "for name, argv in json.load(sys.stdin).items():\n"
         "    ns = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)\n"
         "    out[name] = {'model': ns.model, 'util': ns.gpu_memory_utilization, 'hf': ns.hf_overrides,\n"
-        "                 'lora': bool(ns.enable_lora), 'targets': ns.lora_target_modules}\n"
+        "                 'lora': bool(ns.enable_lora), 'targets': ns.lora_target_modules,\n"
+        "                 'kv_bytes': ns.kv_cache_memory_bytes, 'revision': ns.revision,\n"
+        "                 'reasoning': ns.reasoning_parser, 'tools': ns.tool_call_parser,\n"
+        "                 'auto_tools': ns.enable_auto_tool_choice, 'mm': ns.mm_processor_kwargs}\n"
         "print(json.dumps(out))\n"
     )
     result = subprocess.run([str(VLLM_PYTHON), "-c", script], input=json.dumps(commands),
@@ -304,3 +307,8 @@ def test_vllm_accepts_every_server_command(resolved: dict[str, Any]) -> None:
     assert set(parsed) == set(commands)
     assert parsed["vllm-core"]["lora"] and parsed["vllm-core"]["targets"] == list(LORA_TARGET_MODULES)
     assert parsed["vllm-core"]["hf"] == {"num_experts_per_tok": 8} or "num_experts_per_tok" in parsed["vllm-core"]["hf"]
+    assert (parsed["vllm-core"]["reasoning"], parsed["vllm-core"]["tools"], parsed["vllm-core"]["auto_tools"]) == \
+        ("qwen3", "hermes", True)
+    for name, seen in parsed.items():
+        assert seen["kv_bytes"] and seen["revision"], name
+    assert parsed["vllm-vision"]["mm"] == {"max_pixels": 1003520}

@@ -50,8 +50,12 @@ def test_twin_is_served_with_the_planners_core_flags(twin_server: TwinServer) ->
         assert flag in argv
     assert any(a.startswith("--kv-cache-memory-bytes=") for a in argv)
     models = httpx.get(f"{twin_server.base_url}/models", timeout=30).json()["data"]
-    # Served by hub repo id from the offline cache, as on the GPU.
-    assert [(m["id"], m["root"]) for m in models] == [(SERVED_NAME, TWIN_REPO)]
+    # Served by hub repo id from the offline cache, as on the GPU: with HF_HUB_OFFLINE=1
+    # vLLM resolves the id to the pinned snapshot folder and reports that (the app
+    # containers mount the same folder at the same path, so it resolves there too).
+    snapshot = twin_hf_home() / "hub" / f"models--{TWIN_REPO.replace('/', '--')}" / "snapshots" / twin_revision()
+    assert [m["id"] for m in models] == [SERVED_NAME]
+    assert models[0]["root"] in (TWIN_REPO, str(snapshot))
 
 
 def test_active_experts_knob_reaches_the_served_models_config(twin_server: TwinServer) -> None:

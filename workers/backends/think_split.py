@@ -16,7 +16,7 @@ class ThinkSplitter:
     """Feed text pieces; get back (reasoning, content) for each."""
 
     def __init__(self) -> None:
-        self._state = "start"  # start -> thinking -> answer
+        self._state = "start"  # start -> thinking -> after_think -> answer
         self._held = ""
 
     def feed(self, piece: str) -> tuple[str, str]:
@@ -36,13 +36,21 @@ class ThinkSplitter:
         if self._state == "thinking":
             end = text.find(CLOSE)
             if end != -1:
-                self._state = "answer"
-                # Qwen3 puts blank lines between </think> and the answer.
-                return text[:end], text[end + len(CLOSE):].lstrip("\n")
+                # Qwen3 puts blank lines between </think> and the answer: drop them.
+                self._state = "after_think"
+                return text[:end], self._answer_start(text[end + len(CLOSE):])
             keep = _partial_suffix(text, CLOSE)
             self._held = text[len(text) - keep:] if keep else ""
             return text[:len(text) - keep], ""
+        if self._state == "after_think":
+            return "", self._answer_start(text)
         return "", text
+
+    def _answer_start(self, text: str) -> str:
+        stripped = text.lstrip("\n")
+        if stripped:
+            self._state = "answer"
+        return stripped
 
     def flush(self) -> tuple[str, str]:
         """What is still held back when the stream ends."""
