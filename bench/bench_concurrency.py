@@ -7,7 +7,7 @@ aggregate tokens/s = completion tokens of all requests / wall time of the batch.
 appliance path is the owner's: OpenAI API -> chat queue -> Celery worker (concurrency
 8) -> vLLM, in `mode: direct` (no router call) with memory on.
 
-Run: .venv/bin/python -m bench.bench_concurrency   (~10 min on 2 cores)
+Run: .venv/bin/python -m bench.bench_concurrency [--memory-off]   (~10 min on 2 cores)
 """
 
 from __future__ import annotations
@@ -53,6 +53,11 @@ def aggregate(client: openai.OpenAI, model: str, n: int, extra: dict, rounds: in
 
 
 def main() -> None:
+    import sys
+
+    # --memory-off: without the memory recall (an embedding of every question on the
+    # embed queue) in front of each answer, i.e. the dispatch path alone.
+    memory_off = "--memory-off" in sys.argv[1:]
     with running_vllm(progress=print, enforce_eager=False) as server:
         direct = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=600)
         env = stack_env(Path(tempfile.mkdtemp(prefix="bench-concurrency-")))
@@ -60,6 +65,8 @@ def main() -> None:
                     "APPLIANCE_MODELS__CORE__SERVED_MODEL": SERVED_NAME,
                     "APPLIANCE_WORKERS__CHAT__CONCURRENCY": str(max(LEVELS)),
                     "APPLIANCE_WORKERS__CHAT__POOL": "threads"})  # I/O-bound: waits on vLLM
+        if memory_off:
+            env["APPLIANCE_MEMORY__ENABLED"] = "false"
         with running_stack(env, progress=print) as stack:
             appliance = stack.openai()
             one(direct, SERVED_NAME, "warm up", {})
@@ -71,12 +78,13 @@ def main() -> None:
                 a = aggregate(appliance, "core", n, {"mode": "direct"})
                 rows.append(f"| {n} | {d:.1f} | {a:.1f} | {a / d:.2f} |")
                 print(rows[-1], flush=True)
-    markdown = ("## Concurrency: appliance vs direct vLLM (issue 12)\n\n"
+    title = "memory recall off" if memory_off else "memory recall on (the default)"
+    markdown = (f"## Concurrency: appliance vs direct vLLM, {title} (issue 12)\n\n"
                 f"Tiny SmolLM2-135M on vLLM's CPU build, {MAX_TOKENS} max tokens, temperature 0, streaming; "
                 "aggregate completion tokens/s over 2 rounds per level. Target: ratio >= 0.9 at 8.\n\n"
                 + "\n".join(rows))
     print(markdown)
-    write_section("concurrency", markdown)
+    write_section("concurrency-memory-off" if memory_off else "concurrency", markdown)
 
 
 if __name__ == "__main__":
