@@ -258,6 +258,8 @@ class VisionConfig(StrictModel):
     max_image_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(default=40_000_000, ge=1024)
     request_timeout_s: float = Field(default=120.0, gt=0)
+    # openai: the answer's token budget (without it vLLM may generate up to the context).
+    max_tokens: int = Field(default=1024, ge=1, le=32768)
 
     @model_validator(mode="after")
     def _backend_fields(self) -> VisionConfig:
@@ -296,6 +298,7 @@ class AdaptersConfig(StrictModel):
     auto: list[AdapterAutoRule] = Field(default_factory=list)
     base_config: Path | None = None              # vLLM: the served base's config.json (or its folder)
     server_dir: Path | None = None               # vLLM: the adapters dir as the server sees it
+    base_revision: str | None = None             # vLLM by hub repo id: the served commit (compose: the plan's pin)
 
 
 class ObservabilityConfig(StrictModel):

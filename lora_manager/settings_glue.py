@@ -7,6 +7,7 @@ from pathlib import Path
 from configs.model_files import resolve_gguf_path
 from configs.schema import Settings
 from lora_manager.base_model import BaseModelError, BaseModelSpec
+from lora_manager.hub_cache import cached_config, hub_dir, looks_like_repo_id
 from lora_manager.registry import AdapterRegistry
 from lora_manager.validation import ValidationLimits
 
@@ -49,6 +50,16 @@ def served_base(settings: Settings, model_name: str | None = None) -> BaseModelS
                              f"start it, or set adapters.base_config to the base model's config.json.") from None
     finally:
         driver.close()
+    if root and looks_like_repo_id(root):
+        # Served by hub repo id (production): the same cache vLLM read, mounted here.
+        config = cached_config(root, settings.adapters.base_revision)
+        if config is None:
+            raise BaseModelError(
+                f"the model server of '{name}' serves {root!r} (a hub repo id), but its config.json is not in "
+                f"the Hugging Face cache at {hub_dir()} (revision {settings.adapters.base_revision or 'main'}). "
+                f"Fix: mount the models volume with HF_HOME as in compose.yaml, run ./scripts/fetch-models.sh, "
+                f"or set adapters.base_config to the base model's config.json.")
+        return BaseModelSpec.from_hf_config(config)
     if not root or not Path(root).exists():
         raise BaseModelError(f"the model server of '{name}' serves {root!r}, which is not a folder here. Fix: set "
                              f"adapters.base_config to the base model's config.json.")

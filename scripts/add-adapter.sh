@@ -42,8 +42,30 @@ done
 [[ -n "$name" && -n "$path" ]] || { usage >&2; printf 'error: NAME and PATH are required\n' >&2; exit 2; }
 [[ -e "$path" ]] || { printf 'error: %s does not exist\n' "$path" >&2; exit 2; }
 [[ -d "$path" ]] || { printf 'error: %s is not a folder (give the folder peft saved the adapter into)\n' "$path" >&2; exit 2; }
-need_installed
 path="$(realpath "$path")"
+
+# The compose deployment (docker compose, .env beside compose.yaml): the adapter must
+# land in the `adapters` volume the containers see, not in ./data on the host. It is
+# copied into the running api container and registered there, where the LoRA manager
+# validates it against the served base (the models volume is mounted read-only).
+if [[ "${APPLIANCE_DEPLOYMENT:-}" == "compose" ]] || { [[ -z "${APPLIANCE_DEPLOYMENT:-}" ]] \
+     && [[ -f "$ROOT/.env" ]] && grep -q '^COMPOSE_PROFILES=' "$ROOT/.env" && command -v docker >/dev/null; }; then
+  command -v docker >/dev/null || fail "docker is not installed, but APPLIANCE_DEPLOYMENT=compose. Fix: install Docker or unset APPLIANCE_DEPLOYMENT."
+  cd "$ROOT"
+  docker compose ps --status running --services 2>/dev/null | grep -qx api \
+    || fail "the api container is not running. Fix: docker compose up -d, then run this again."
+  incoming="/data/adapters/.incoming/$name"
+  say "copying $path into the api container ($incoming)"
+  docker compose exec -T api rm -rf "$incoming"
+  docker compose exec -T api mkdir -p /data/adapters/.incoming
+  docker compose cp "$path" "api:$incoming"
+  status=0
+  docker compose exec -T api appliance adapters add "$name" "$incoming" "${args[@]}" || status=$?
+  docker compose exec -T api rm -rf "$incoming"
+  exit "$status"
+fi
+
+need_installed
 # From the project folder, so the default data directory (./data) and configs are found.
 cd "$ROOT"
 exec "$APPLIANCE" adapters add "$name" "$path" "${args[@]}"

@@ -20,7 +20,14 @@ from compose_spec import PyCompose
 
 from configs.loader import load_settings
 from configs.schema import QUEUE_NAMES
-from core_agent.ops.vram_plan import LORA_TARGET_MODULES, env_values, load_stack, plan_stack, read_env_block
+from core_agent.ops.vram_plan import (
+    LORA_TARGET_MODULES,
+    env_values,
+    load_stack,
+    plan_stack,
+    read_env_block,
+    vllm_args,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "compose.yaml"
@@ -215,26 +222,17 @@ def test_named_volumes_and_persistence(resolved: dict[str, Any]) -> None:
 
 # --- sized by the plan ----------------------------------------------------------------
 
-def test_vllm_arguments_match_the_plan(resolved: dict[str, Any], plan) -> None:
+def test_vllm_arguments_are_the_plans(resolved: dict[str, Any], plan) -> None:
+    """Every model server's command line, after .env interpolation, is exactly what the
+    planner's vllm_args() writes for it: one source for compose, the tests and the twin."""
     for name, svc in vllm_services(resolved).items():
-        s = plan.service(name)
-        args = flag_values(svc["command"])
-        assert args["model"] == s.hf_repo
-        assert args["served-model-name"] == s.knobs.served_name
-        assert float(args["gpu-memory-utilization"]) == s.gpu_memory_utilization
-        assert int(args["max-model-len"]) == s.knobs.max_model_len
-        assert int(args["max-num-seqs"]) == s.knobs.max_num_seqs
-        assert args["quantization"] == s.quantization
-        if "hf-overrides" in args:
-            assert json.loads(args["hf-overrides"]) == s.hf_overrides
-        else:
-            assert not s.hf_overrides, f"{name}: plan has hf overrides compose does not pass"
-        if not s.knobs.model.startswith("bge"):
-            assert args["kv-cache-dtype"] == s.knobs.kv_cache_dtype
+        assert svc["command"] == vllm_args(plan.service(name)), name
+        assert svc["entrypoint"] == ["vllm", "serve"], name
     core = flag_values(resolved["services"]["vllm-core"]["command"])
     lora = plan.service("vllm-core").knobs.lora
     assert core["enable-lora"] is True and core["enable-prefix-caching"] is True
     assert core["reasoning-parser"] == "qwen3"
+    assert core["enable-auto-tool-choice"] is True and core["tool-call-parser"] == "hermes"
     assert (int(core["max-loras"]), int(core["max-lora-rank"]), int(core["max-cpu-loras"])) == \
         (lora.max_loras, lora.max_lora_rank, lora.max_cpu_loras)
     assert tuple(core["lora-target-modules"]) == LORA_TARGET_MODULES
@@ -296,7 +294,10 @@ def test_vllm_accepts_every_server_command(resolved: dict[str, Any]) -> None:
         "for name, argv in json.load(sys.stdin).items():\n"
         "    ns = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)\n"
         "    out[name] = {'model': ns.model, 'util': ns.gpu_memory_utilization, 'hf': ns.hf_overrides,\n"
-        "                 'lora': bool(ns.enable_lora), 'targets': ns.lora_target_modules}\n"
+        "                 'lora': bool(ns.enable_lora), 'targets': ns.lora_target_modules,\n"
+        "                 'kv_bytes': ns.kv_cache_memory_bytes, 'revision': ns.revision,\n"
+        "                 'reasoning': ns.reasoning_parser, 'tools': ns.tool_call_parser,\n"
+        "                 'auto_tools': ns.enable_auto_tool_choice, 'mm': ns.mm_processor_kwargs}\n"
         "print(json.dumps(out))\n"
     )
     result = subprocess.run([str(VLLM_PYTHON), "-c", script], input=json.dumps(commands),
@@ -306,6 +307,11 @@ def test_vllm_accepts_every_server_command(resolved: dict[str, Any]) -> None:
     assert set(parsed) == set(commands)
     assert parsed["vllm-core"]["lora"] and parsed["vllm-core"]["targets"] == list(LORA_TARGET_MODULES)
     assert parsed["vllm-core"]["hf"] == {"num_experts_per_tok": 8} or "num_experts_per_tok" in parsed["vllm-core"]["hf"]
+    assert (parsed["vllm-core"]["reasoning"], parsed["vllm-core"]["tools"], parsed["vllm-core"]["auto_tools"]) == \
+        ("qwen3", "hermes", True)
+    for name, seen in parsed.items():
+        assert seen["kv_bytes"] and seen["revision"], name
+    assert parsed["vllm-vision"]["mm"] == {"max_pixels": 1003520}
 
 
 # --- isolation: Redis password, the code worker's container (docs/security.md) ----------

@@ -12,7 +12,6 @@ import yaml
 
 from core_agent.ops.vram_plan import (
     DEFAULT_STACK_FILE,
-    GIB,
     GpuStack,
     PlanConfigError,
     PlanRefused,
@@ -30,7 +29,7 @@ VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 CORE = "vllm-core"
 # config.json fields the facts in configs/gpu-stack.yaml do not carry (architecture names).
 HF_ARCHITECTURES = {
-    "qwen3-30b-a3b-instruct-2507-fp8": {"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
+    "qwen3-30b-a3b-fp8": {"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
                                         "moe_intermediate_size": 768, "vocab_size": 151936},
     "qwen2.5-coder-7b-instruct": {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
                                   "intermediate_size": 18944, "vocab_size": 152064},
@@ -50,33 +49,35 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 
 
 def test_qwen3_30b_a3b_kv_cache_is_96_kib_per_token_in_bf16_by_hand() -> None:
-    core = plan_stack(stack_with(kv_cache_dtype="auto")).service(CORE)
-    # 2 (K,V) x 48 layers x 4 KV heads x 128 head_dim x 2 bytes
-    assert core.kv_bytes_per_token == 2 * 48 * 4 * 128 * 2 == 96 * 1024
-    # 65,536 tokens x 4 sequences x 96 KiB = 24 GiB
-    assert core.kv_cache_bytes == 65536 * 4 * 96 * 1024 == 24 * GIB
+    core = plan_stack(stack_with(kv_cache_dtype="auto", max_model_len=65536)).service(CORE)
+    # By hand: 2 (K,V) x 48 layers x 4 KV heads x 128 head_dim x 2 bytes = 98,304 = 96 KiB
+    assert core.kv_bytes_per_token == 98_304
+    # By hand: 65,536 tokens x 4 sequences x 98,304 B = 25,769,803,776 B = 24 GiB
+    assert core.kv_cache_bytes == 25_769_803_776
+    # vLLM gets exactly that as --kv-cache-memory-bytes (no start-up profiling).
+    assert core.kv_cache_memory_bytes == 25_769_803_776
 
 
 def test_fp8_kv_cache_halves_it() -> None:
     bf16 = plan_stack(stack_with(kv_cache_dtype="auto")).service(CORE)
     fp8 = plan_stack(stack_with(kv_cache_dtype="fp8")).service(CORE)
-    assert fp8.kv_bytes_per_token == 48 * 1024
+    assert fp8.kv_bytes_per_token == 49_152  # by hand: 2 x 48 x 4 x 128 x 1 byte
     assert fp8.kv_cache_bytes * 2 == bf16.kv_cache_bytes
 
 
 def test_qwen3_30b_a3b_fp8_weights_are_about_31_gb() -> None:
     core = plan_stack(load_stack()).service(CORE)
-    # (30.532 - 0.635) B params x 1 byte + 0.635 B params x 2 bytes (embeddings, lm_head, gates)
-    by_hand = (30.532 - 0.635) * 1e9 + 0.635e9 * 2
-    assert core.weights_bytes == pytest.approx(by_hand, rel=1e-9)
+    # By hand: 29.897 B params x 1 byte + 0.635 B params x 2 bytes = 29.897e9 + 1.27e9
+    assert core.weights_bytes == 31_167_000_000
     assert 30e9 < core.weights_bytes < 32e9  # "~31 GB of FP8 weights"
 
 
 def test_lora_slots_by_hand() -> None:
     core = plan_stack(load_stack()).service(CORE)
-    r, h, q, kv = 16, 2048, 32 * 128, 4 * 128
-    per_layer = r * (h + q) + 2 * r * (h + kv) + r * (q + h)  # q, k, v, o: A (r x in) + B (out x r)
-    assert core.lora_bytes == 4 * per_layer * 48 * 2  # 4 slots, 48 layers, BF16
+    # By hand, rank 16, hidden 2048, q out 4096, k/v out 512, per layer (A: r x in, B: out x r):
+    # q 16 x (2048 + 4096) = 98,304; k and v 2 x 16 x (2048 + 512) = 81,920; o 16 x (4096 + 2048)
+    # = 98,304; sum 278,528 values x 48 layers x 2 bytes x 4 slots = 106,954,752 bytes.
+    assert core.lora_bytes == 106_954_752
 
 
 def test_utilization_is_the_services_share_of_the_card_rounded_up() -> None:
@@ -195,7 +196,7 @@ def test_vllm_applies_the_planned_overrides(tmp_path: Path) -> None:
     """vLLM 0.32's own ModelConfig takes the plan's --hf-overrides and --max-model-len:
     10 active experts on the core, and YaRN beyond the native window on core and coder."""
     raw = yaml.safe_load(DEFAULT_STACK_FILE.read_text())
-    raw["services"][CORE].update(active_experts=10, max_model_len=524288, max_num_seqs=1, kv_cache_dtype="fp8")
+    raw["services"][CORE].update(active_experts=10, max_model_len=131072, max_num_seqs=1, kv_cache_dtype="fp8")
     raw["services"]["vllm-code"].update(max_model_len=131072, max_num_seqs=1)
     stack = GpuStack.model_validate(raw)
     plan = plan_stack(stack)
@@ -220,6 +221,7 @@ def test_vllm_applies_the_planned_overrides(tmp_path: Path) -> None:
                             text=True, timeout=300, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr[-3000:]
     seen = json.loads(result.stdout.strip().splitlines()[-1])
-    assert seen[CORE]["experts"] == 10 and seen[CORE]["max_model_len"] == 524288
-    assert seen[CORE]["rope"]["rope_type"] == "yarn" and seen[CORE]["rope"]["factor"] == 2.0
+    assert seen[CORE]["experts"] == 10 and seen[CORE]["max_model_len"] == 131072
+    # The hybrid Qwen3-30B-A3B's native window is 32,768: 131,072 is YaRN x4.
+    assert seen[CORE]["rope"]["rope_type"] == "yarn" and seen[CORE]["rope"]["factor"] == 4.0
     assert seen["vllm-code"]["max_model_len"] == 131072 and seen["vllm-code"]["rope"]["factor"] == 4.0

@@ -88,8 +88,10 @@ class ApiClient:
     def stream_chat(self, message: str, conversation_id: str | None, *, model: str | None = None,
                     profile: str | None = None, adapter: str | None = None, mode: str | None = None,
                     max_tokens: int | None = None, plan: dict[str, Any] | None = None,
-                    on_headers: Callable[[dict[str, str]], None] | None = None) -> Iterator[str]:
-        """Yield answer text pieces; `on_headers` gets the task and conversation ids first.
+                    on_headers: Callable[[dict[str, str]], None] | None = None,
+                    on_reasoning: Callable[[str], None] | None = None) -> Iterator[str]:
+        """Yield answer text pieces; `on_headers` gets the task and conversation ids first,
+        `on_reasoning` the model's reasoning pieces (reasoning_content), which are not text.
         `plan` sends explicit steps instead of asking the planner (workflow-style requests)."""
         body: dict[str, Any] = {"messages": [{"role": "user", "content": message}], "stream": True}
         optional = {"conversation_id": conversation_id, "model": model, "profile": profile, "adapter": adapter,
@@ -110,7 +112,10 @@ class ApiClient:
                         raise ApiError(int(err.get("code") or 500) if str(err.get("code", "")).isdigit() else 500,
                                        err.get("message", "the answer failed"))
                     for choice in chunk.get("choices", []):
-                        piece = (choice.get("delta") or {}).get("content")
+                        delta = choice.get("delta") or {}
+                        if delta.get("reasoning_content") and on_reasoning is not None:
+                            on_reasoning(delta["reasoning_content"])
+                        piece = delta.get("content")
                         if piece:
                             yield piece
         except httpx.HTTPError as exc:

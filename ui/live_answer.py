@@ -105,6 +105,7 @@ class LiveAnswer:
     def _read_answer(self) -> None:
         try:
             for piece in self.client.stream_chat(self.prompt, self.conversation_id, on_headers=self._on_headers,
+                                                 on_reasoning=lambda r: self._text.put(("reasoning", r)),
                                                  **self.options):
                 self._text.put(("text", piece))
         except ApiError as exc:
@@ -133,8 +134,10 @@ class LiveAnswer:
         if changed:
             on_change(self.task)
 
-    def text(self, on_change: Callable[[LiveTask], None] = lambda _: None) -> Iterator[str]:
-        """Answer pieces as they come; raises ApiError if the answer fails."""
+    def text(self, on_change: Callable[[LiveTask], None] = lambda _: None,
+             on_reasoning: Callable[[str], None] = lambda _: None) -> Iterator[str]:
+        """Answer pieces as they come (reasoning goes to `on_reasoning`); raises ApiError
+        if the answer fails."""
         while True:
             try:
                 kind, value = self._text.get(timeout=POLL_S)
@@ -144,6 +147,8 @@ class LiveAnswer:
             self._drain_events(on_change)
             if kind == "text":
                 yield value
+            elif kind == "reasoning":
+                on_reasoning(value)
             elif kind == "error":
                 raise value
             else:

@@ -39,8 +39,15 @@ def run_chat(task: ChatTask, publisher: EventPublisher) -> TaskResult:
     started = time.perf_counter()
     backend = chat_backend(settings(), task.model)
     parts: list[str] = []
+    thoughts: list[str] = []
     finish, usage = "stop", Usage()
     for delta in backend.stream(task.messages, task.params):
+        if delta.reasoning:
+            thoughts.append(delta.reasoning)
+            if task.stream:
+                publisher.reasoning(delta.reasoning)
+            else:
+                publisher.progress()
         if delta.text:
             parts.append(delta.text)
             if task.stream:
@@ -51,7 +58,7 @@ def run_chat(task: ChatTask, publisher: EventPublisher) -> TaskResult:
             finish = delta.finish_reason
         if delta.usage:
             usage = delta.usage
-    return TaskResult(text="".join(parts), finish_reason=finish, model=task.model, adapter=task.params.adapter,
+    return TaskResult(text="".join(parts), reasoning="".join(thoughts) or None, finish_reason=finish, model=task.model, adapter=task.params.adapter,
                       usage=usage, attempt=publisher.attempt, seconds=time.perf_counter() - started)
 
 

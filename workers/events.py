@@ -45,6 +45,10 @@ class EventPublisher:
         self._emit(StreamEvent(type="token", attempt=self.attempt, text=text), expire=False)
         self.progress()
 
+    def reasoning(self, text: str) -> None:
+        self._emit(StreamEvent(type="reasoning", attempt=self.attempt, text=text), expire=False)
+        self.progress()
+
     def progress(self) -> None:
         """Call while working; raises TaskCancelled once the core asked to stop."""
         self._tokens += 1

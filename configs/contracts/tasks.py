@@ -78,6 +78,8 @@ class TaskResult(BaseModel):
     """What every worker task returns: text for the next step or the owner, plus facts."""
 
     text: str
+    # The model's reasoning (think profile), never part of `text` nor stored in memory.
+    reasoning: str | None = None
     finish_reason: str = "stop"
     model: str
     adapter: str | None = None
@@ -113,7 +115,8 @@ class StepTask(BaseModel):
 
 
 class StreamEvent(BaseModel):
-    type: Literal["attempt", "token", "done", "error"]
+    # "reasoning": a piece of the model's thinking (text), sent before the answer's tokens.
+    type: Literal["attempt", "token", "reasoning", "done", "error"]
     attempt: int = 1
     text: str = ""
     result: TaskResult | None = None

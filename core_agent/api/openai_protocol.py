@@ -67,6 +67,8 @@ class UsageInfo(BaseModel):
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
+    # The model's reasoning (think profile), apart from the answer; None without it.
+    reasoning_content: str | None = None
 
 
 class Choice(BaseModel):
@@ -91,6 +93,7 @@ class ChatCompletionResponse(BaseModel):
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning_content: str | None = None
 
 
 class ChunkChoice(BaseModel):

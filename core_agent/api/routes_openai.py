@@ -22,7 +22,7 @@ from core_agent.api.openai_protocol import (
     ResponseMessage,
     UsageInfo,
 )
-from core_agent.orchestration.chat_service import BadChatRequest, ChatFailed, ChatRun, ChatTurn
+from core_agent.orchestration.chat_service import BadChatRequest, ChatFailed, ChatRun, ChatTurn, Thought
 from lora_manager.naming import split_model
 from workers.images import BadImage, decode_data_url
 from configs.contracts.tasks import Attachment, ChatMessage, GenerationParams, TaskResult
@@ -88,17 +88,21 @@ def _sse(chunk: ChatCompletionChunk | dict) -> str:
     return f"data: {data}\n\n"
 
 
-async def _sse_stream(run: ChatRun, first: str | None, include_usage: bool) -> AsyncIterator[str]:
+async def _sse_stream(run: ChatRun, first: str | Thought | None, include_usage: bool) -> AsyncIterator[str]:
     def chunk(**delta: str) -> ChatCompletionChunk:
         return ChatCompletionChunk(id=f"chatcmpl-{run.task_id}", model=run.model,
                                    choices=[ChunkChoice(delta=DeltaMessage(**delta))])
 
+    def piece_chunk(piece: str | Thought) -> ChatCompletionChunk:
+        # Reasoning travels in its own field, never inside content.
+        return chunk(reasoning_content=piece.text) if isinstance(piece, Thought) else chunk(content=piece)
+
     yield _sse(chunk(role="assistant", content=""))
     if first:
-        yield _sse(chunk(content=first))
+        yield _sse(piece_chunk(first))
     try:
         async for piece in run.pieces():
-            yield _sse(chunk(content=piece))
+            yield _sse(piece_chunk(piece))
         result = await run.result()
     except ChatFailed as exc:
         # The status line is already sent; report the failure in-band, as OpenAI does.
@@ -135,7 +139,8 @@ async def chat_completions(
         return error_response(exc.info.status, exc.info.message, exc.info.code, headers=headers)
     response = ChatCompletionResponse(
         id=f"chatcmpl-{run.task_id}", model=run.model,
-        choices=[Choice(message=ResponseMessage(content=result.text), finish_reason=result.finish_reason)],
+        choices=[Choice(message=ResponseMessage(content=result.text, reasoning_content=result.reasoning),
+                        finish_reason=result.finish_reason)],
         usage=_usage(result), conversation_id=run.conversation_id, task_id=run.task_id, sources=run.sources,
     )
     return JSONResponse(response.model_dump(), headers=_run_headers(run))

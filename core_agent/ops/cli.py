@@ -127,6 +127,11 @@ app.add_typer(memory_cli.memory_app, name="memory")
 from lora_manager.cli import adapters_app  # noqa: E402
 app.add_typer(adapters_app, name="adapters")
 
+# The GPU machine (issue 12): preflight and model download.
+from core_agent.ops.gpu_cli import doctor as _doctor, fetch_models as _fetch_models  # noqa: E402
+app.command("doctor")(_doctor)
+app.command("fetch-models")(_fetch_models)
+
 
 if __name__ == "__main__":
     app()

@@ -23,6 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 GIB = 2**30
 MIB = 2**20
 DEFAULT_STACK_FILE = Path(__file__).resolve().parents[2] / "configs" / "gpu-stack.yaml"
+PINS_FILE_NAME = "model-pins.yaml"
+# The order compose.yaml starts the servers in (each waits for the previous one to be
+# healthy): memory (embeddings) right after the core, so it never depends on vision.
+START_ORDER = ("vllm-core", "vllm-embed", "vllm-code", "vllm-vision")
+# What an unpinned model is served at until fetch-models.sh --pin records a commit.
+UNPINNED_REVISION = "main"
+# vLLM refuses a zero KV budget; an encoder keeps none, so it gets this token amount.
+MIN_KV_CACHE_BYTES = 64 * 2**20
 
 WeightDtype = Literal["bf16", "fp8"]
 KvCacheDtype = Literal["auto", "fp8"]
@@ -62,6 +70,16 @@ class ModelFacts(_Strict):
     """Architecture facts of one checkpoint (config.json); not knobs."""
 
     hf_repo: str
+    # The commit every server and scripts/fetch-models.sh use (vLLM --revision). None =
+    # not pinned yet: `./scripts/fetch-models.sh --pin` records the commit it downloads
+    # in configs/model-pins.yaml, which load_stack() merges in.
+    revision: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}$")
+    # vLLM parsers for this checkpoint's chat format (None: the model has none).
+    reasoning_parser: str | None = None
+    tool_call_parser: str | None = None
+    # Bytes on disk (what fetch-models.sh checks free space against); ~weights at the
+    # checkpoint dtype when not given.
+    download_gb: float | None = Field(default=None, gt=0)
     params_b: float = Field(gt=0)
     unquantized_params_b: float = Field(ge=0)
     checkpoint_dtype: WeightDtype
@@ -112,6 +130,9 @@ class ServiceKnobs(_Strict):
     active_experts: int | None = Field(default=None, ge=1)
     overhead_gib: float = Field(ge=0)
     lora: LoraKnobs | None = None
+    # Vision only: the largest image (pixels) the processor keeps; bigger ones are
+    # downscaled, which bounds the image tokens per request (Qwen2.5-VL: 28x28 px/token).
+    max_image_pixels: int | None = Field(default=None, ge=28 * 28)
 
 
 class GpuStack(_Strict):
@@ -153,13 +174,43 @@ class PlanConfigError(Exception):
     """configs/gpu-stack.yaml is missing or invalid; the message names the key."""
 
 
-def load_stack(path: Path = DEFAULT_STACK_FILE) -> GpuStack:
+def pins_file_for(stack_file: Path) -> Path:
+    """The revision pins written by fetch-models.sh --pin, beside the stack file."""
+    return stack_file.with_name(PINS_FILE_NAME)
+
+
+def read_pins(path: Path) -> dict[str, str]:
+    """hf_repo -> commit, from a pins file (empty when there is none yet)."""
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise PlanConfigError(f"{path}: not valid YAML: {exc}. Fix: delete it and run ./scripts/fetch-models.sh --pin") from None
+    pins = data.get("revisions", {}) if isinstance(data, dict) else {}
+    if not isinstance(pins, dict):
+        raise PlanConfigError(f"{path}: key 'revisions' must map hf_repo to a commit")
+    return {str(k): str(v) for k, v in pins.items()}
+
+
+def _apply_pins(raw: Any, pins: dict[str, str]) -> Any:
+    """Fill each model's revision from the pins file unless gpu-stack.yaml sets one."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("models"), dict):
+        return raw
+    for facts in raw["models"].values():
+        if isinstance(facts, dict) and facts.get("revision") is None and facts.get("hf_repo") in pins:
+            facts["revision"] = pins[facts["hf_repo"]]
+    return raw
+
+
+def load_stack(path: Path = DEFAULT_STACK_FILE, pins_path: Path | None = None) -> GpuStack:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise PlanConfigError(f"cannot read {path}: {exc.strerror}. Fix: restore configs/gpu-stack.yaml from git") from None
     except yaml.YAMLError as exc:
         raise PlanConfigError(f"{path}: not valid YAML: {exc}") from None
+    raw = _apply_pins(raw, read_pins(pins_path or pins_file_for(path)))
     try:
         return GpuStack.model_validate(raw)
     except ValidationError as exc:
@@ -265,6 +316,17 @@ class ServicePlan(BaseModel):
     quantization: str
     warnings: list[str]
     knobs: ServiceKnobs
+    facts: ModelFacts
+
+    @property
+    def revision(self) -> str:
+        return self.facts.revision or UNPINNED_REVISION
+
+    @property
+    def kv_cache_memory_bytes(self) -> int:
+        """vLLM --kv-cache-memory-bytes: the planned KV cache, fixed up front, so vLLM
+        skips its start-up memory profiling (no race when servers start together)."""
+        return max(self.kv_cache_bytes, MIN_KV_CACHE_BYTES)
 
     def items(self) -> list[PlanItem]:
         k = self.knobs
@@ -320,6 +382,9 @@ class VramPlan(BaseModel):
 
 def service_warnings(facts: ModelFacts, knobs: ServiceKnobs) -> list[str]:
     out = []
+    if facts.revision is None:
+        out.append(f"{facts.hf_repo} is not pinned to a commit (served at '{UNPINNED_REVISION}'): run "
+                   f"./scripts/fetch-models.sh --pin once, so the weights cannot change under you.")
     factor = yarn_factor(facts, knobs.max_model_len)
     if factor is not None:
         out.append(
@@ -351,7 +416,7 @@ def plan_service(stack: GpuStack, name: str) -> ServicePlan:
         kv_cache_bytes=kv, lora_bytes=lora, overhead_bytes=overhead, total_bytes=total,
         gpu_memory_utilization=utilization_fraction(total, card.memory_bytes),
         hf_overrides=hf_overrides(facts, knobs), quantization=vllm_quantization(facts, knobs),
-        warnings=service_warnings(facts, knobs), knobs=knobs,
+        warnings=service_warnings(facts, knobs), knobs=knobs, facts=facts,
     )
 
 
@@ -423,23 +488,79 @@ def env_prefix(service: str) -> str:
     return service.upper().replace("-", "_")
 
 
-def service_env(s: ServicePlan) -> dict[str, str]:
-    p, k = env_prefix(s.service), s.knobs
-    out = {
-        f"{p}_MODEL": s.hf_repo,
-        f"{p}_SERVED_NAME": k.served_name,
-        f"{p}_GPU_ID": str(s.card),
-        f"{p}_GPU_UTIL": f"{s.gpu_memory_utilization:.2f}",
-        f"{p}_MAX_MODEL_LEN": str(k.max_model_len),
-        f"{p}_MAX_NUM_SEQS": str(k.max_num_seqs),
-        f"{p}_KV_CACHE_DTYPE": k.kv_cache_dtype,
-        f"{p}_QUANTIZATION": s.quantization,
-        f"{p}_HF_OVERRIDES": json.dumps(s.hf_overrides, separators=(",", ":"), sort_keys=True),
-    }
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+# Images per prompt: bounds the encoder's activations (inside overhead_gib).
+MAX_IMAGES_PER_PROMPT = 4
+
+
+def vllm_settings(s: ServicePlan) -> list[tuple[str, str | None]]:
+    """The vLLM arguments this service's plan implies, as (flag, value or None) in the
+    order compose.yaml lists them. compose.yaml passes each through a .env variable
+    (service_env); tests/ and the CPU twin start vLLM from vllm_args() directly."""
+    k, f = s.knobs, s.facts
+    args: list[tuple[str, str | None]] = [
+        ("model", s.hf_repo), ("revision", s.revision), ("served-model-name", k.served_name),
+    ]
+    if f.encoder_only:
+        args.append(("runner", "pooling"))
+    args += [
+        ("gpu-memory-utilization", f"{s.gpu_memory_utilization:.2f}"),
+        ("kv-cache-memory-bytes", str(s.kv_cache_memory_bytes)),
+        ("max-model-len", str(k.max_model_len)),
+        ("max-num-seqs", str(k.max_num_seqs)),
+    ]
+    if not f.encoder_only:
+        args.append(("kv-cache-dtype", k.kv_cache_dtype))
+    args.append(("quantization", s.quantization))
+    if not f.encoder_only:
+        args += [("hf-overrides", _json(s.hf_overrides)), ("enable-prefix-caching", None)]
+    if f.reasoning_parser:
+        args.append(("reasoning-parser", f.reasoning_parser))
+    if f.tool_call_parser:
+        args += [("enable-auto-tool-choice", None), ("tool-call-parser", f.tool_call_parser)]
+    if k.max_image_pixels is not None:
+        args += [("limit-mm-per-prompt", _json({"image": MAX_IMAGES_PER_PROMPT})),
+                 ("mm-processor-kwargs", _json({"max_pixels": k.max_image_pixels}))]
     if k.lora is not None:
-        out |= {f"{p}_MAX_LORAS": str(k.lora.max_loras), f"{p}_MAX_LORA_RANK": str(k.lora.max_lora_rank),
-                f"{p}_MAX_CPU_LORAS": str(k.lora.max_cpu_loras)}
+        args += [("enable-lora", None), ("max-loras", str(k.lora.max_loras)),
+                 ("max-lora-rank", str(k.lora.max_lora_rank)), ("max-cpu-loras", str(k.lora.max_cpu_loras))]
+    return args
+
+
+def vllm_args(s: ServicePlan, host: str = "0.0.0.0", port: int = 8000) -> list[str]:
+    """`vllm serve` arguments for this service (what compose.yaml's command resolves to)."""
+    out = []
+    for flag, value in vllm_settings(s)[:3]:
+        out.append(f"--{flag}={value}")
+    out += [f"--host={host}", f"--port={port}"]
+    for flag, value in vllm_settings(s)[3:]:
+        out.append(f"--{flag}" if value is None else f"--{flag}={value}")
+    if s.knobs.lora is not None:
+        out += ["--lora-target-modules", *LORA_TARGET_MODULES]
     return out
+
+
+def service_env(s: ServicePlan) -> dict[str, str]:
+    """The .env variables compose.yaml reads for this service: one per valued vLLM
+    flag (VLLM_<SERVICE>_<FLAG>), plus the GPU id."""
+    p = env_prefix(s.service)
+    out = {f"{p}_GPU_ID": str(s.card)}
+    for flag, value in vllm_settings(s):
+        if value is not None:
+            out[f"{p}_{flag.upper().replace('-', '_')}"] = value
+    return out
+
+
+def app_context_env(plan: VramPlan) -> dict[str, str]:
+    """What the app containers learn from the plan (compose.yaml's x-planned-context):
+    each chat model's context is its server's --max-model-len, never a separate number,
+    and the LoRA manager validates against the core's pinned snapshot."""
+    return {"APPLIANCE_MODELS__CORE__N_CTX": str(plan.service("vllm-core").knobs.max_model_len),
+            "APPLIANCE_MODELS__CODE__N_CTX": str(plan.service("vllm-code").knobs.max_model_len),
+            "APPLIANCE_ADAPTERS__BASE_REVISION": plan.service("vllm-core").revision}
 
 
 def env_values(plan: VramPlan) -> dict[str, str]:

@@ -98,6 +98,14 @@ class ChatTurn:
     explicit_adapter: str | None = None    # the adapter the request named, before policy
 
 
+@dataclass(frozen=True)
+class Thought:
+    """A piece of the model's reasoning in a ChatRun's stream (answer text pieces are
+    plain str). The HTTP layer sends it as `reasoning_content`, never as content."""
+
+    text: str
+
+
 @dataclass
 class ChatRun:
     """A turn in progress. Read `pieces()` for streamed text, or await `result()`."""
@@ -110,8 +118,9 @@ class ChatRun:
     _outcome: asyncio.Future | None = None
     _planning: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def pieces(self) -> AsyncIterator[str]:
-        """New answer text as it arrives; raises ChatFailed if the turn fails."""
+    async def pieces(self) -> AsyncIterator[str | Thought]:
+        """New answer text (str) and reasoning (Thought) as they arrive; raises ChatFailed
+        if the turn fails."""
         while True:
             item = await self._pieces.get()
             if item is None:
@@ -123,7 +132,7 @@ class ChatRun:
         assert self._outcome is not None
         return await asyncio.shield(self._outcome)
 
-    async def first_piece(self) -> str | None:
+    async def first_piece(self) -> str | Thought | None:
         """Wait for the first text (or the end); raises ChatFailed before any text is sent,
         so the HTTP layer can still choose the status code (a missing model is a 503).
 
@@ -353,13 +362,19 @@ class ChatService:
         forwarded = 0      # characters already handed to the client
         current = ""       # text of the attempt now running
         attempt = 1
+        thought, thought_sent = "", 0  # the same, for the reasoning
         async for event in self.dispatcher.events(answer_id, CHAT_QUEUE):
             if event.attempt > attempt:
                 # The worker died and the task was redelivered: the new attempt
                 # regenerates (same seed) and only text beyond what was sent goes out.
                 log.warning("task %s redelivered (attempt %d)", answer_id, event.attempt)
-                attempt, current = event.attempt, ""
-            if event.type == "token":
+                attempt, current, thought = event.attempt, "", ""
+            if event.type == "reasoning":
+                thought += event.text
+                if len(thought) > thought_sent:
+                    run._pieces.put_nowait(Thought(thought[thought_sent:]))
+                    thought_sent = len(thought)
+            elif event.type == "token":
                 current += event.text
                 if len(current) > forwarded:
                     run._pieces.put_nowait(current[forwarded:])

@@ -9,6 +9,7 @@ import streamlit as st
 from ui.api_client import ApiClient, ApiError
 from ui.components import show_error, upload_documents
 from ui.live_answer import LiveAnswer
+from ui.thinking import ThinkingSection, show_thinking
 from ui.task_panel import render_live, render_panel
 
 PROFILES = ["fast", "think", "code", "dialog"]
@@ -142,6 +143,7 @@ def show_history(client: ApiClient) -> None:
     first_panel = max(0, len(history) - 2 * PANEL_HISTORY)
     for i, msg in enumerate(history):
         with st.chat_message(msg["role"]):
+            show_thinking(msg.get("thinking"))
             st.markdown(msg["content"])
             if msg["role"] == "assistant" and i >= first_panel:
                 render_panel(client, msg.get("task_id"), msg.get("meta"), msg.get("model"))
@@ -163,8 +165,10 @@ def answer(client: ApiClient, prompt: str, options: dict[str, Any]) -> None:
     live = LiveAnswer(client, prompt, st.session_state.conversation_id, known_task_ids=known, **options).start()
     with st.chat_message("assistant"):
         steps = st.empty()
+        thinking = ThinkingSection()
         try:
-            text = st.write_stream(live.text(on_change=lambda task: _show_live(steps, task)))
+            text = st.write_stream(live.text(on_change=lambda task: _show_live(steps, task),
+                                             on_reasoning=thinking.add))
         except ApiError as exc:
             steps.empty()
             show_error("The appliance could not answer", exc)
@@ -173,7 +177,8 @@ def answer(client: ApiClient, prompt: str, options: dict[str, Any]) -> None:
         if not isinstance(text, str):
             text = "".join(str(t) for t in text)
         render_panel(client, live.meta.get("task_id"))
-    st.session_state.history.append({"role": "assistant", "content": text, "task_id": live.meta.get("task_id")})
+    st.session_state.history.append({"role": "assistant", "content": text, "task_id": live.meta.get("task_id"),
+                                     "thinking": thinking.text or None})
     st.rerun()  # redraw from the stored turn: the sidebar now lists and marks this conversation
 
 

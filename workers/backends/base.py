@@ -17,6 +17,8 @@ class ChatDelta:
     """One piece of a streamed answer. The last one carries finish_reason and usage."""
 
     text: str = ""
+    # The model's reasoning (Qwen3 thinking), kept apart from the answer text.
+    reasoning: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None
 

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 from configs.model_files import resolve_gguf_path
 from configs.schema import ChatModelConfig, Settings
+from workers.backends.think_split import ThinkSplitter
 from workers.backends.base import ChatDelta
 from configs.contracts.errors import BadGenerationRequest, ModelUnavailable
 from configs.contracts.tasks import ChatMessage, GenerationParams, Usage
@@ -124,14 +125,20 @@ class LlamaCppChat:
             chunks = llm.create_chat_completion(messages=payload, stream=True, **kwargs)
             text_parts: list[str] = []
             finish = "stop"
+            split = ThinkSplitter()  # a model that thinks inline: <think>...</think>
             for chunk in chunks:
                 choice = chunk["choices"][0]
                 piece = choice.get("delta", {}).get("content") or ""
                 if piece:
                     text_parts.append(piece)
-                    yield ChatDelta(text=piece)
+                    reasoning, content = split.feed(piece)
+                    if reasoning or content:
+                        yield ChatDelta(text=content, reasoning=reasoning)
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
+            reasoning, content = split.flush()
+            if reasoning or content:
+                yield ChatDelta(text=content, reasoning=reasoning)
         except ValueError as exc:
             # llama-cpp-python raises ValueError for prompts longer than n_ctx.
             raise BadGenerationRequest(

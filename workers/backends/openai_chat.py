@@ -17,6 +17,24 @@ from configs.contracts.errors import BadGenerationRequest, ModelUnavailable, Tra
 from configs.contracts.tasks import ChatMessage, GenerationParams, Usage
 
 
+# Where an OpenAI-compatible server puts a reasoning parser's output: vLLM 0.32 sends
+# `reasoning` (it renamed `reasoning_content` in 0.11); DeepSeek-style servers and
+# older vLLM send `reasoning_content`. Both are read, so either server works.
+REASONING_FIELDS = ("reasoning", "reasoning_content")
+
+
+def delta_reasoning(delta: Any) -> str:
+    """The reasoning text of one stream delta ("" when it carries none)."""
+    if delta is None:
+        return ""
+    extra = getattr(delta, "model_extra", None) or {}
+    for name in REASONING_FIELDS:
+        value = getattr(delta, name, None) or extra.get(name)
+        if value:
+            return str(value)
+    return ""
+
+
 class OpenAICompatibleChat:
     """ChatBackend over an OpenAI-compatible /v1/chat/completions endpoint."""
 
@@ -105,8 +123,9 @@ class OpenAICompatibleChat:
                     usage = Usage(prompt_tokens=chunk.usage.prompt_tokens,
                                   completion_tokens=chunk.usage.completion_tokens)
                 for choice in chunk.choices:
-                    if choice.delta and choice.delta.content:
-                        yield ChatDelta(text=choice.delta.content)
+                    reasoning = delta_reasoning(choice.delta)
+                    if choice.delta and (choice.delta.content or reasoning):
+                        yield ChatDelta(text=choice.delta.content or "", reasoning=reasoning)
                     if choice.finish_reason:
                         finish = choice.finish_reason
         except openai.APIConnectionError as exc:

@@ -65,7 +65,7 @@ class OpenAICompatibleVision:
         url = "data:image/png;base64," + base64.b64encode(image).decode()
         try:
             reply = self.client.chat.completions.create(
-                model=self.config.served_model or "vision",
+                model=self.config.served_model or "vision", max_tokens=self.config.max_tokens,
                 messages=[{"role": "user", "content": [
                     {"type": "text", "text": instruction or "Describe the image and transcribe any text."},
                     {"type": "image_url", "image_url": {"url": url}}]}])

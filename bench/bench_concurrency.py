@@ -1,0 +1,91 @@
+"""Aggregate tokens/s through the appliance vs straight to the same vLLM CPU server, at
+1, 4 and 8 concurrent streaming requests (target: appliance/direct >= 0.9 at 8).
+
+Both paths ask the same server (the tiny SmolLM2 on vLLM's CPU build, the production
+backend code) the same questions with the same max_tokens and temperature 0;
+aggregate tokens/s = completion tokens of all requests / wall time of the batch. The
+appliance path is the owner's: OpenAI API -> chat queue -> Celery worker (concurrency
+8) -> vLLM, in `mode: direct` (no router call) with memory on.
+
+Run: .venv/bin/python -m bench.bench_concurrency [--memory-off]   (~10 min on 2 cores)
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+
+from bench.report import write_section
+from tests.conftest import running_stack, stack_env
+from tests.support.vllm_server import SERVED_NAME, running_vllm
+
+LEVELS = (1, 4, 8)
+MAX_TOKENS = 48
+QUESTIONS = ["What is the capital of France?", "Name three colors.", "How do I boil an egg?",
+             "What is 2 + 2?", "Tell me about the sea.", "Why is the sky blue?", "Name a fruit.",
+             "What is a cat?"]
+
+
+def one(client: openai.OpenAI, model: str, question: str, extra: dict) -> int:
+    stream = client.chat.completions.create(model=model, stream=True, max_tokens=MAX_TOKENS, temperature=0,
+                                            stream_options={"include_usage": True},
+                                            messages=[{"role": "user", "content": question}], extra_body=extra)
+    tokens = 0
+    for chunk in stream:
+        if chunk.usage:
+            tokens = chunk.usage.completion_tokens
+    return tokens
+
+
+def aggregate(client: openai.OpenAI, model: str, n: int, extra: dict, rounds: int = 2) -> float:
+    total_tokens, total_s = 0, 0.0
+    with ThreadPoolExecutor(n) as pool:
+        for r in range(rounds):
+            started = time.perf_counter()
+            tokens = list(pool.map(lambda i: one(client, model, QUESTIONS[(i + r) % len(QUESTIONS)], extra), range(n)))
+            total_s += time.perf_counter() - started
+            total_tokens += sum(tokens)
+    return total_tokens / total_s
+
+
+def main() -> None:
+    import sys
+
+    # --memory-off: without the memory recall (an embedding of every question on the
+    # embed queue) in front of each answer, i.e. the dispatch path alone.
+    memory_off = "--memory-off" in sys.argv[1:]
+    with running_vllm(progress=print, enforce_eager=False) as server:
+        direct = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=600)
+        env = stack_env(Path(tempfile.mkdtemp(prefix="bench-concurrency-")))
+        env.update({"APPLIANCE_MODELS__CORE__BACKEND": "openai", "APPLIANCE_MODELS__CORE__BASE_URL": server.base_url,
+                    "APPLIANCE_MODELS__CORE__SERVED_MODEL": SERVED_NAME,
+                    "APPLIANCE_WORKERS__CHAT__CONCURRENCY": str(max(LEVELS)),
+                    "APPLIANCE_WORKERS__CHAT__POOL": "threads"})  # I/O-bound: waits on vLLM
+        if memory_off:
+            env["APPLIANCE_MEMORY__ENABLED"] = "false"
+        with running_stack(env, progress=print) as stack:
+            appliance = stack.openai()
+            one(direct, SERVED_NAME, "warm up", {})
+            one(appliance, "core", "warm up", {"mode": "direct"})
+            rows = ["| concurrent requests | direct to vLLM (tokens/s) | through the appliance (tokens/s) | ratio |",
+                    "|---|---|---|---|"]
+            for n in LEVELS:
+                d = aggregate(direct, SERVED_NAME, n, {})
+                a = aggregate(appliance, "core", n, {"mode": "direct"})
+                rows.append(f"| {n} | {d:.1f} | {a:.1f} | {a / d:.2f} |")
+                print(rows[-1], flush=True)
+    title = "memory recall off" if memory_off else "memory recall on (the default)"
+    markdown = (f"## Concurrency: appliance vs direct vLLM, {title} (issue 12)\n\n"
+                f"Tiny SmolLM2-135M on vLLM's CPU build, {MAX_TOKENS} max tokens, temperature 0, streaming; "
+                "aggregate completion tokens/s over 2 rounds per level. Target: ratio >= 0.9 at 8.\n\n"
+                + "\n".join(rows))
+    print(markdown)
+    write_section("concurrency-memory-off" if memory_off else "concurrency", markdown)
+
+
+if __name__ == "__main__":
+    main()
