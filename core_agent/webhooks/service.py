@@ -35,7 +35,7 @@ from core_agent.orchestration.chat_service import ChatFailed, ChatService, ChatT
 from core_agent.stores.conversations import ConversationStore
 from core_agent.ops.launcher import process_alive
 from core_agent.stores.webhook_jobs import Job, JobStore
-from core_agent.webhooks.service.signing import SignatureError, signed_headers, verify
+from core_agent.webhooks.signing import SignatureError, signed_headers, verify
 from configs.contracts.tasks import ChatMessage, GenerationParams
 
 log = logging.getLogger("appliance.webhooks")
