@@ -4,6 +4,8 @@ Every worker task is registered through `published_task`, so each one, whatever 
 queue, tells the core the same things in the same way: a new attempt started, text
 pieces (optional), the result, or an error with an owner-facing message. Transient
 backend errors are retried with exponential backoff; other errors fail the task.
+Tasks whose answer is a value rather than text (embed, rag, the model check) return
+`value_result(...)`; the core reads every task the same way (dispatcher.wait).
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ log = logging.getLogger("appliance.worker")
 TaskBody = Callable[[dict[str, Any], EventPublisher], TaskResult]
 
 
-def published_task(name: str, max_retries: int | None = None) -> Callable[[TaskBody], Any]:
-    """Register `body(payload, publisher) -> TaskResult` as the Celery task `name`."""
+def published_task(name: str, max_retries: int | None = None,
+                   known: tuple[type[Exception], ...] = ()) -> Callable[[TaskBody], Any]:
+    """Register `body(payload, publisher) -> TaskResult` as the Celery task `name`.
+    `known`: exception types that carry an owner-facing message and `code`/`status`
+    (like BackendError, but from a library that must not depend on workers)."""
 
     def decorate(body: TaskBody) -> Any:
         @app.task(name=name, bind=True, max_retries=max_retries if max_retries is not None else 2)
@@ -45,6 +50,10 @@ def published_task(name: str, max_retries: int | None = None) -> Callable[[TaskB
                 raise
             except BackendError as exc:
                 publisher.error(exc.info())
+                raise
+            except known as exc:
+                publisher.error(ErrorInfo(code=getattr(exc, "code", "error"), message=str(exc),
+                                          status=getattr(exc, "status", 500)))
                 raise
             except Exception as exc:  # a bug still reaches the owner as a clear error
                 log.exception("%s %s failed", name, self.request.id)

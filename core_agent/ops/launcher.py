@@ -173,6 +173,11 @@ def _same_program(cmdline: list[str], argv: list[str]) -> bool:
     return bool(cmdline and argv) and Path(cmdline[0].split()[0]).name == Path(argv[0]).name
 
 
+def process_identity(pid: int) -> dict[str, object]:
+    """What a PID record keeps, beside the PID and command, to recognise the process later."""
+    return {"boot_id": _boot_id(), "start_ticks": _proc_start_ticks(pid)}
+
+
 def _read_record(settings: Settings, name: str) -> dict | None:
     try:
         record = json.loads(_pid_file(settings, name).read_text())
@@ -234,7 +239,7 @@ def start_service(settings: Settings, svc: Service) -> int:
     # Popen returns once the child has exec'd, so its start time and command line are final.
     _pid_file(settings, svc.name).write_text(json.dumps(
         {"pid": proc.pid, "argv": svc.argv, "started": time.time(), "log": str(log_path),
-         "boot_id": _boot_id(), "start_ticks": _proc_start_ticks(proc.pid)}))
+         **process_identity(proc.pid)}))
     return proc.pid
 
 
