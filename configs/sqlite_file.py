@@ -1,4 +1,5 @@
-"""A SQLite file the core keeps state in: WAL mode, one short connection per call.
+"""A SQLite file we keep state in (core stores, the rag document registry): WAL mode,
+one short connection per call.
 
 One connection per call (not one per process) keeps the stores safe to use from any
 thread of the API, and WAL lets readers proceed while a writer commits.

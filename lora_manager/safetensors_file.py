@@ -1,8 +1,12 @@
-"""Read safetensors files with numpy only, checking they are complete.
+"""Read adapter safetensors files through the `safetensors` library, with errors that
+say how a file is broken.
 
-Our own small reader (the format is an 8-byte header length, a JSON header, raw
-little-endian data) so that validation can say *how* a file is broken (truncated,
-bad header) and the llama.cpp worker can convert adapters without importing torch.
+The library parses and checks the format (header, offsets, dtypes, that the data
+covers the file exactly); its messages are terse ("incomplete metadata, file not
+fully covered"), so they are translated here into what the owner needs to know
+(truncated? not safetensors at all?). Tensors come back as float32 numpy arrays, so
+the llama.cpp worker converts adapters without importing torch; BF16 is widened by
+hand because numpy has no bfloat16.
 """
 
 from __future__ import annotations
@@ -13,14 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError, deserialize, safe_open
 
-_DTYPES: dict[str, tuple[np.dtype, int]] = {
-    "F32": (np.dtype("<f4"), 4),
-    "F16": (np.dtype("<f2"), 2),
-    "BF16": (np.dtype("<u2"), 2),  # widened to float32 by hand (numpy has no bfloat16)
-    "F64": (np.dtype("<f8"), 8),
+_DTYPES: dict[str, np.dtype] = {
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),  # widened to float32 by hand
+    "F64": np.dtype("<f8"),
 }
-MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
 class SafetensorsError(ValueError):
@@ -32,70 +36,81 @@ class TensorInfo:
     name: str
     dtype: str
     shape: tuple[int, ...]
-    start: int  # offsets relative to the start of the data section
-    end: int
 
 
 @dataclass(frozen=True)
 class SafetensorsHeader:
     tensors: dict[str, TensorInfo]
     metadata: dict[str, str]
-    data_start: int
+
+
+def _described_size(path: Path) -> int | None:
+    """How many bytes the file's header says the file has (None: header unreadable).
+    Only used to explain a refusal: the library says "not fully covered" both for a
+    file cut short and for one with bytes appended."""
+    try:
+        with path.open("rb") as fh:
+            (header_len,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(header_len))
+        ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+        return 8 + header_len + max(ends, default=0)
+    except (OSError, struct.error, ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
+def _explain(path: Path, error: SafetensorError) -> SafetensorsError:
+    """Our message for the library's refusal."""
+    size = path.stat().st_size
+    detail = str(error).removeprefix("Error while deserializing header: ")
+    if "header too small" in detail:
+        return SafetensorsError(f"{path.name} is {size} bytes: too short to be safetensors (truncated?)")
+    if "invalid header length" in detail:
+        (header_len,) = struct.unpack("<Q", path.read_bytes()[:8])
+        return SafetensorsError(f"{path.name} is truncated: its header needs {8 + header_len} bytes, "
+                                f"the file has {size}")
+    if "header too large" in detail:
+        return SafetensorsError(f"{path.name}: the header length is not plausible (not safetensors?)")
+    if "not fully covered" in detail:
+        described = _described_size(path)
+        if described is not None and described > size:
+            return SafetensorsError(f"{path.name} is truncated: the header describes {described} bytes, "
+                                    f"the file has {size} (copy it again from the training output)")
+        if described is not None:
+            return SafetensorsError(f"{path.name} has {size - described} bytes after its last tensor "
+                                    f"(damaged or not written by a safetensors writer)")
+    return SafetensorsError(f"{path.name} is not a valid safetensors file: {detail}")
 
 
 def read_header(path: Path) -> SafetensorsHeader:
-    """Parse and check the header; raise SafetensorsError if the file is cut short or malformed."""
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        raw_len = fh.read(8)
-        if len(raw_len) < 8:
-            raise SafetensorsError(f"{path.name} is {size} bytes: too short to be safetensors (truncated?)")
-        (header_len,) = struct.unpack("<Q", raw_len)
-        if header_len > MAX_HEADER_BYTES:
-            raise SafetensorsError(f"{path.name}: header length {header_len} is not plausible (not safetensors?)")
-        if 8 + header_len > size:
-            raise SafetensorsError(f"{path.name} is truncated: its header needs {8 + header_len} bytes, "
-                                   f"the file has {size}")
-        try:
-            header = json.loads(fh.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise SafetensorsError(f"{path.name}: header is not valid JSON ({exc})") from None
-    if not isinstance(header, dict):
-        raise SafetensorsError(f"{path.name}: header is not a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
-    data_start = 8 + header_len
-    tensors: dict[str, TensorInfo] = {}
-    data_end = 0
-    for name, entry in header.items():
-        try:
-            dtype, shape, (start, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise SafetensorsError(f"{path.name}: tensor {name!r} has a malformed header entry") from None
-        if dtype not in _DTYPES:
-            raise SafetensorsError(f"{path.name}: tensor {name!r} has dtype {dtype}; "
+    """Names, dtypes and shapes of the tensors, checked by the library without reading
+    the data; raise SafetensorsError if the file is cut short or malformed."""
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            metadata = fh.metadata() or {}
+            tensors = {}
+            for name in fh.keys():
+                piece = fh.get_slice(name)
+                tensors[name] = TensorInfo(name, piece.get_dtype(), tuple(piece.get_shape()))
+    except SafetensorError as exc:
+        raise _explain(path, exc) from None
+    for info in tensors.values():
+        if info.dtype not in _DTYPES:
+            raise SafetensorsError(f"{path.name}: tensor {info.name!r} has dtype {info.dtype}; "
                                    f"supported: {', '.join(_DTYPES)}")
-        expected = int(np.prod(shape, dtype=np.int64)) * _DTYPES[dtype][1]
-        if end - start != expected or start < 0:
-            raise SafetensorsError(f"{path.name}: tensor {name!r} claims {end - start} bytes for shape "
-                                   f"{list(shape)} ({expected} expected)")
-        tensors[name] = TensorInfo(name, dtype, shape, start, end)
-        data_end = max(data_end, end)
-    if data_start + data_end > size:
-        raise SafetensorsError(f"{path.name} is truncated: the header describes {data_start + data_end} "
-                               f"bytes, the file has {size} (copy it again from the training output)")
-    return SafetensorsHeader(tensors=tensors, metadata=metadata, data_start=data_start)
+    return SafetensorsHeader(tensors=tensors, metadata=dict(metadata))
 
 
 def read_tensors(path: Path) -> dict[str, np.ndarray]:
     """All tensors of a (checked) file as float32 numpy arrays."""
-    header = read_header(path)
+    read_header(path)
+    try:
+        entries = deserialize(path.read_bytes())
+    except SafetensorError as exc:
+        raise _explain(path, exc) from None
     out: dict[str, np.ndarray] = {}
-    with path.open("rb") as fh:
-        for info in header.tensors.values():
-            fh.seek(header.data_start + info.start)
-            buf = fh.read(info.end - info.start)
-            arr = np.frombuffer(buf, dtype=_DTYPES[info.dtype][0])
-            if info.dtype == "BF16":
-                arr = (arr.astype(np.uint32) << 16).view(np.float32)
-            out[info.name] = arr.astype(np.float32).reshape(info.shape)
+    for name, entry in entries:
+        arr = np.frombuffer(bytes(entry["data"]), dtype=_DTYPES[entry["dtype"]])
+        if entry["dtype"] == "BF16":
+            arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        out[name] = arr.astype(np.float32).reshape(entry["shape"])
     return out

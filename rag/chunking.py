@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from rag.parsers import Section
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]", re.UNICODE)
-SENTENCE_END = frozenset(".!?…\n")
+# Tokens never hold whitespace, so a line break is not a token: a token ends a
+# sentence when it is one of these marks or the last one before a line break (a
+# list item, a heading or a paragraph without a final full stop).
+SENTENCE_END = frozenset(".!?…")
 
 
 def count_tokens(text: str) -> int:
@@ -45,6 +48,13 @@ class Chunk:
         return f"{context}\n{self.text}" if context else self.text
 
 
+def _ends_sentence(text: str, spans: list[tuple[int, int, str]], i: int) -> bool:
+    if spans[i][2] in SENTENCE_END:
+        return True
+    gap_end = spans[i + 1][0] if i + 1 < len(spans) else len(text)
+    return "\n" in text[spans[i][1]:gap_end]
+
+
 def _windows(text: str, size: int, overlap: int) -> list[str]:
     spans = [(m.start(), m.end(), m.group()) for m in TOKEN_RE.finditer(text)]
     if not spans:
@@ -58,7 +68,7 @@ def _windows(text: str, size: int, overlap: int) -> list[str]:
         if end < len(spans):
             # Prefer to end at a sentence end within the last quarter of the window.
             for cut in range(end, start + (3 * size) // 4, -1):
-                if spans[cut - 1][2] in SENTENCE_END:
+                if _ends_sentence(text, spans, cut - 1):
                     end = cut
                     break
         out.append(text[spans[start][0]:spans[end - 1][1]].strip())

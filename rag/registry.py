@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-from rag.parsers import ParsedDocument, Section
 from configs.contracts.memory import DocumentInfo
+from configs.sqlite_file import SqliteFile
+from rag.parsers import ParsedDocument, Section
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -34,23 +33,9 @@ CREATE INDEX IF NOT EXISTS documents_by_hash ON documents(content_hash);
 """
 
 
-class DocumentRegistry:
+class DocumentRegistry(SqliteFile):
     def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.row_factory = sqlite3.Row
-        try:
-            with db:
-                yield db
-        finally:
-            db.close()
+        super().__init__(path, SCHEMA)
 
     @staticmethod
     def _info(row: sqlite3.Row) -> DocumentInfo:

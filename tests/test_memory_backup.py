@@ -11,6 +11,7 @@ import pytest
 
 from configs.schema import Settings
 from core_agent.stores.conversations import ConversationStore
+from core_agent.ops import launcher
 from core_agent.ops.memory_backup import BackupError, create_backup, restore_backup
 from configs.contracts.memory import SearchRequest, TurnToIndex
 from rag.service import MemoryService
@@ -83,6 +84,8 @@ def test_restore_refuses_while_the_appliance_runs(filled: Settings, tmp_path: Pa
     create_backup(filled, archive)
     # The launcher's own record of a running service (this live test process stands in for it).
     filled.run_dir.mkdir(parents=True, exist_ok=True)
-    (filled.run_dir / "worker-rag.json").write_text(json.dumps({"pid": os.getpid(), "started": time.time()}))
+    argv = Path("/proc/self/cmdline").read_bytes().decode().split("\0")[:-1]
+    (filled.run_dir / "worker-rag.json").write_text(json.dumps(
+        {"pid": os.getpid(), "argv": argv, "started": time.time(), **launcher.process_identity(os.getpid())}))
     with pytest.raises(BackupError, match="appliance down"):
         restore_backup(filled, archive)

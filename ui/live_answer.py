@@ -16,7 +16,6 @@ from typing import Any, Callable, Iterator
 from ui.api_client import ApiClient, ApiError
 
 POLL_S = 0.2
-FIND_TASK_POLL_S = 0.5
 
 
 @dataclass
@@ -49,18 +48,15 @@ class LiveTask:
 class LiveAnswer:
     """Start with `start()`, then iterate `text()`.
 
-    The API sends the task id with the first answer text, which for a planned answer comes
-    only after the steps ran. To show steps while they run, the answer is sent into a known
-    conversation and the conversation's newest question (stored with its task id before the
-    work starts) is looked up until the id is known.
+    The API answers with the stream's headers (X-Task-Id) as soon as the answer text
+    starts or, for a planned answer, as soon as its plan starts; the task's events are
+    followed from then on, so the steps show while they run.
     """
 
-    def __init__(self, client: ApiClient, prompt: str, conversation_id: str,
-                 known_task_ids: set[str] | None = None, **chat_options: Any) -> None:
+    def __init__(self, client: ApiClient, prompt: str, conversation_id: str, **chat_options: Any) -> None:
         self.client = client
         self.prompt = prompt
         self.conversation_id = conversation_id
-        self.known_task_ids = known_task_ids or set()
         self.options = chat_options
         self.meta: dict[str, str] = {}
         self.task = LiveTask()
@@ -68,11 +64,9 @@ class LiveAnswer:
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
         self._events_lock = threading.Lock()
         self._events_task: str | None = None
-        self._finished = threading.Event()
 
     def start(self) -> LiveAnswer:
         threading.Thread(target=self._read_answer, daemon=True, name="ui-answer").start()
-        threading.Thread(target=self._find_task, daemon=True, name="ui-find-task").start()
         return self
 
     def _follow_events(self, task_id: str) -> None:
@@ -88,20 +82,6 @@ class LiveAnswer:
         if meta.get("task_id"):
             self._follow_events(meta["task_id"])
 
-    def _find_task(self) -> None:
-        """Poll the conversation for the question's task id until it is known some way."""
-        while not self._finished.is_set() and self._events_task is None:
-            try:
-                messages = self.client.messages(self.conversation_id)
-            except ApiError:
-                return
-            for msg in reversed(messages):
-                tid = msg.get("task_id")
-                if msg.get("role") == "user" and tid and tid not in self.known_task_ids:
-                    self._follow_events(tid)
-                    return
-            self._finished.wait(FIND_TASK_POLL_S)
-
     def _read_answer(self) -> None:
         try:
             for piece in self.client.stream_chat(self.prompt, self.conversation_id, on_headers=self._on_headers,
@@ -113,7 +93,6 @@ class LiveAnswer:
         except Exception as exc:  # never let a reader thread die silently
             self._text.put(("error", ApiError(0, f"the answer stream broke: {type(exc).__name__}: {exc}")))
         finally:
-            self._finished.set()
             self._text.put(("end", None))
 
     def _read_events(self, task_id: str) -> None:

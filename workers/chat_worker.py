@@ -10,9 +10,8 @@ from celery.signals import worker_process_init
 
 from configs.contracts.errors import BackendError
 from workers.backends.registry import chat_backend
-from workers.celery_app import app
 from workers.events import EventPublisher
-from configs.contracts.tasks import ChatTask, StepTask, TaskResult, Usage
+from configs.contracts.tasks import ChatTask, StepTask, TaskResult, Usage, value_result
 from workers.published_task import published_task
 from workers.runtime import models_to_preload, settings
 from workers.step_prompts import step_messages
@@ -76,8 +75,8 @@ def step(payload: dict[str, Any], publisher: EventPublisher) -> TaskResult:
     return run_chat(ChatTask(model=model, messages=messages, params=task.params, stream=False), publisher)
 
 
-@app.task(name="chat.check_models")
-def check_models() -> dict[str, str]:
+@published_task("chat.check_models", max_retries=0)
+def check_models(payload: dict[str, Any], publisher: EventPublisher) -> TaskResult:
     """Readiness probe: can this worker serve each configured model? name -> 'ok' or why not."""
     status: dict[str, str] = {}
     for name in settings().models:
@@ -86,6 +85,6 @@ def check_models() -> dict[str, str]:
             status[name] = "ok"
         except BackendError as exc:
             status[name] = str(exc)
-    return status
+    return value_result(status, model="check")
 
 

@@ -10,12 +10,15 @@ import logging
 
 from celery.signals import celeryd_after_setup, worker_process_init
 
-from configs.contracts.memory import EMBED_TEXTS, EmbedRequest, EmbedResult
+from typing import Any
+
 from configs.contracts.errors import BackendError
+from configs.contracts.memory import EMBED_TEXTS, EmbedRequest, EmbedResult
+from configs.contracts.tasks import TaskResult, Usage, value_result
 from workers.backends.registry import embedding_backend
-from workers.celery_app import app
+from workers.events import EventPublisher
+from workers.published_task import published_task
 from workers.runtime import settings
-from workers.task_outcome import run_task
 
 log = logging.getLogger("appliance.worker.embed")
 _serves_embed = False
@@ -48,6 +51,9 @@ def embed_texts(request: EmbedRequest) -> EmbedResult:
                        prompt_tokens=batch.prompt_tokens)
 
 
-@app.task(name=EMBED_TEXTS, bind=True, max_retries=2)
-def texts(self, payload: dict) -> dict:
-    return run_task(self, lambda: embed_texts(EmbedRequest.model_validate(payload)))
+@published_task(EMBED_TEXTS, max_retries=2)
+def texts(payload: dict[str, Any], publisher: EventPublisher) -> TaskResult:
+    result = embed_texts(EmbedRequest.model_validate(payload))
+    answer = value_result(result, model=result.model)
+    answer.usage = Usage(prompt_tokens=result.prompt_tokens)
+    return answer

@@ -4,6 +4,8 @@ Every worker task is registered through `published_task`, so each one, whatever 
 queue, tells the core the same things in the same way: a new attempt started, text
 pieces (optional), the result, or an error with an owner-facing message. Transient
 backend errors are retried with exponential backoff; other errors fail the task.
+Tasks whose answer is a value rather than text (embed, rag, the model check) return
+`value_result(...)`; the core reads every task the same way (dispatcher.wait).
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ log = logging.getLogger("appliance.worker")
 TaskBody = Callable[[dict[str, Any], EventPublisher], TaskResult]
 
 
-def published_task(name: str, max_retries: int | None = None) -> Callable[[TaskBody], Any]:
-    """Register `body(payload, publisher) -> TaskResult` as the Celery task `name`."""
+def published_task(name: str, max_retries: int | None = None,
+                   known: tuple[type[Exception], ...] = ()) -> Callable[[TaskBody], Any]:
+    """Register `body(payload, publisher) -> TaskResult` as the Celery task `name`.
+    `known`: exception types that carry an owner-facing message and `code`/`status`
+    (like BackendError, but from a library that must not depend on workers)."""
 
     def decorate(body: TaskBody) -> Any:
         @app.task(name=name, bind=True, max_retries=max_retries if max_retries is not None else 2)
@@ -46,7 +51,7 @@ def published_task(name: str, max_retries: int | None = None) -> Callable[[TaskB
                 started_at = time.time()
                 outcome, result = "worker_error", None
                 try:
-                    result = _run(self, name, body, payload)
+                    result = _run(self, name, body, payload, known)
                     outcome = "succeeded"
                     span.set_attributes({"appliance.model": result.model, "appliance.adapter": result.adapter or "",
                                          "gen_ai.usage.input_tokens": result.usage.prompt_tokens,
@@ -55,8 +60,8 @@ def published_task(name: str, max_retries: int | None = None) -> Callable[[TaskB
                 except Retry:
                     outcome = "retried"
                     raise
-                except BackendError as exc:
-                    outcome = exc.code
+                except (BackendError, *known) as exc:
+                    outcome = getattr(exc, "code", "error")
                     span.set_status(Status(StatusCode.ERROR, str(exc)))
                     raise
                 finally:
@@ -67,7 +72,8 @@ def published_task(name: str, max_retries: int | None = None) -> Callable[[TaskB
     return decorate
 
 
-def _run(task: Any, name: str, body: TaskBody, payload: dict[str, Any]) -> TaskResult:
+def _run(task: Any, name: str, body: TaskBody, payload: dict[str, Any],
+         known: tuple[type[Exception], ...]) -> TaskResult:
     """Run the body once, publishing the attempt, its result or its error."""
     publisher = EventPublisher(redis_client(), task.request.id, settings().celery.result_expires_s)
     publisher.start_attempt()
@@ -83,6 +89,10 @@ def _run(task: Any, name: str, body: TaskBody, payload: dict[str, Any]) -> TaskR
         raise
     except BackendError as exc:
         publisher.error(exc.info())
+        raise
+    except known as exc:
+        publisher.error(ErrorInfo(code=getattr(exc, "code", "error"), message=str(exc),
+                                  status=getattr(exc, "status", 500)))
         raise
     except Exception as exc:  # a bug still reaches the owner as a clear error
         log.exception("%s %s failed", name, task.request.id)

@@ -37,10 +37,11 @@ from configs.contracts.memory import (
 from rag.service import MemoryService
 from rag.store import StoreError
 from configs.contracts.errors import BackendError
+from configs.contracts.tasks import TaskResult, value_result
 from workers.backends.registry import embedding_backend
-from workers.celery_app import app
+from workers.events import EventPublisher
+from workers.published_task import published_task
 from workers.runtime import settings
-from workers.task_outcome import run_task
 
 log = logging.getLogger("appliance.worker.rag")
 _serves_rag = False
@@ -109,49 +110,57 @@ def ingest(request: IngestRequest) -> IngestReport:
     return report
 
 
-@app.task(name=RAG_SEARCH, bind=True, max_retries=1)
-def search(self, payload: dict) -> dict:
-    return run_task(self, lambda: service().search(SearchRequest.model_validate(payload)), KNOWN)
+def rag_task(name: str, max_retries: int = 0):
+    """A memory task: its value travels in the TaskResult; StoreErrors reach the owner as
+    they are (message, code, status)."""
+    def decorate(body):
+        def run(payload: dict[str, Any], publisher: EventPublisher) -> TaskResult:
+            return value_result(body(payload), model="memory")
+        run.__name__ = body.__name__
+        return published_task(name, max_retries=max_retries, known=KNOWN)(run)
+    return decorate
 
 
-@app.task(name=RAG_INGEST, bind=True, max_retries=2)
-def ingest_files(self, payload: dict) -> dict:
-    return run_task(self, lambda: ingest(IngestRequest.model_validate(payload)), KNOWN)
+@rag_task(RAG_SEARCH, max_retries=1)
+def search(payload: dict[str, Any]) -> Any:
+    return service().search(SearchRequest.model_validate(payload))
 
 
-@app.task(name=RAG_REMOVE_DOCUMENT, bind=True)
-def remove_documents(self, payload: dict) -> dict:
-    return run_task(self, lambda: service().remove(RemoveRequest.model_validate(payload).sources), KNOWN)
+@rag_task(RAG_INGEST, max_retries=2)
+def ingest_files(payload: dict[str, Any]) -> Any:
+    return ingest(IngestRequest.model_validate(payload))
 
 
-@app.task(name=RAG_LIST_DOCUMENTS, bind=True)
-def list_documents(self, payload: dict) -> dict:
-    def body() -> list[dict[str, Any]]:
-        return [d.model_dump() for d in service().list_documents(payload.get("prefix"))]
-    return run_task(self, body, KNOWN)
+@rag_task(RAG_REMOVE_DOCUMENT)
+def remove_documents(payload: dict[str, Any]) -> Any:
+    return service().remove(RemoveRequest.model_validate(payload).sources)
 
 
-@app.task(name=RAG_INDEX_TURNS, bind=True, max_retries=2)
-def index_turns(self, payload: dict) -> dict:
-    return run_task(self, lambda: service().index_turns(IndexTurnsRequest.model_validate(payload).turns), KNOWN)
+@rag_task(RAG_LIST_DOCUMENTS)
+def list_documents(payload: dict[str, Any]) -> Any:
+    return [d.model_dump() for d in service().list_documents(payload.get("prefix"))]
 
 
-@app.task(name=RAG_FORGET_CONVERSATIONS, bind=True)
-def forget_conversations(self, payload: dict) -> dict:
-    request = ForgetConversationsRequest.model_validate(payload)
-    return run_task(self, lambda: service().forget_conversations(request.conversation_ids), KNOWN)
+@rag_task(RAG_INDEX_TURNS, max_retries=2)
+def index_turns(payload: dict[str, Any]) -> Any:
+    return service().index_turns(IndexTurnsRequest.model_validate(payload).turns)
 
 
-@app.task(name=RAG_RESET_TURNS, bind=True)
-def reset_turns(self, payload: dict) -> dict:
-    return run_task(self, lambda: service().reset_turns(), KNOWN)
+@rag_task(RAG_FORGET_CONVERSATIONS)
+def forget_conversations(payload: dict[str, Any]) -> Any:
+    return service().forget_conversations(ForgetConversationsRequest.model_validate(payload).conversation_ids)
 
 
-@app.task(name=RAG_REINDEX_DOCUMENTS, bind=True)
-def reindex_documents(self, payload: dict) -> dict:
-    return run_task(self, lambda: {"chunks": service().reindex_documents()}, KNOWN)
+@rag_task(RAG_RESET_TURNS)
+def reset_turns(payload: dict[str, Any]) -> Any:
+    return service().reset_turns()
 
 
-@app.task(name=RAG_STATUS, bind=True)
-def status(self, payload: dict) -> dict:
-    return run_task(self, lambda: service().status(), KNOWN)
+@rag_task(RAG_REINDEX_DOCUMENTS)
+def reindex_documents(payload: dict[str, Any]) -> Any:
+    return {"chunks": service().reindex_documents()}
+
+
+@rag_task(RAG_STATUS)
+def status(payload: dict[str, Any]) -> Any:
+    return service().status()

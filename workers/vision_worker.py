@@ -7,7 +7,7 @@ from typing import Any
 
 from workers.backends.registry import vision_backend
 from workers.events import EventPublisher
-from workers.images import decode_data_url
+from configs.contracts.images import decode_data_url
 from configs.contracts.tasks import StepTask, TaskResult
 from workers.published_task import published_task
 from workers.runtime import settings

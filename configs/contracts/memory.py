@@ -1,7 +1,8 @@
 """Payloads of the `embed.*` and `rag.*` tasks: the contract between core and workers.
 
 Pure pydantic, no heavy imports: the API process imports this module to build task
-payloads and read results; the workers import it to parse them. Neither side imports
+payloads and read results (every task answers with a TaskResult carrying its value,
+configs/contracts/tasks.py `value_result`); the workers import it to parse them. Neither side imports
 the other's internals (the API never opens Qdrant or loads a model).
 """
 
@@ -10,8 +11,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-
-from configs.contracts.errors import ErrorInfo
 
 EMBED_TEXTS = "embed.texts"
 RAG_SEARCH = "rag.search"
@@ -158,13 +157,3 @@ class MemoryStatus(BaseModel):
     dimension: int
     collections: dict[str, int]
     documents: int
-
-
-# --- every embed/rag task answers with this envelope ---------------------------
-
-class TaskOutcome(BaseModel):
-    """`ok` with a result, or an owner-facing error (what is wrong, what to do, HTTP status)."""
-
-    ok: bool
-    result: Any = None
-    error: ErrorInfo | None = None

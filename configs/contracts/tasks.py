@@ -94,6 +94,23 @@ class TaskResult(BaseModel):
     finished_at: float | None = None
 
 
+# Tasks whose answer is not text (embeddings, memory operations, the model check) carry
+# their JSON value in `data` under this key, so every task reports the same way.
+VALUE_KEY = "value"
+
+
+def value_result(value: Any, model: str = "") -> TaskResult:
+    """A TaskResult carrying a JSON value (a pydantic model is dumped first)."""
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json")
+    return TaskResult(text="", model=model, data={VALUE_KEY: value})
+
+
+def result_value(result: TaskResult) -> Any:
+    """The value a `value_result` carries."""
+    return result.data.get(VALUE_KEY)
+
+
 class Attachment(BaseModel):
     """An image sent with a request, as a data URL (validated by the API)."""
 

@@ -12,8 +12,9 @@ from pydantic import BaseModel, ConfigDict
 
 from core_agent.api.deps import get_state, require_owner
 from core_agent.api.errors import error_response
-from core_agent.orchestration.memory_client import MemoryUnavailable, memory_for
+from core_agent.orchestration.dispatcher import DispatchError
 from configs.contracts.memory import EMBED_TEXTS, EmbedResult
+from configs.contracts.tasks import result_value
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_owner)], tags=["openai"])
 EMBED_TIMEOUT_S = 120.0
@@ -46,11 +47,11 @@ async def embeddings(body: EmbeddingsRequest, request: Request) -> Any:
         return error_response(400, "input must be a non-empty string or list of strings (token id arrays "
                                    "are not supported: send the text)", "invalid_request")
     try:
-        raw = await memory_for(state).call(EMBED_TEXTS, {"texts": texts, "model": model}, EMBED_TIMEOUT_S,
-                                           expires=True)
-    except MemoryUnavailable as exc:
+        answer = await state.dispatcher.call(EMBED_TEXTS, {"texts": texts, "model": model}, queue="embed",
+                                             timeout_s=EMBED_TIMEOUT_S, expires=True)
+    except DispatchError as exc:  # TaskFailed too: the worker's own message and status
         return error_response(exc.info.status, exc.info.message, exc.info.code)
-    result = EmbedResult.model_validate(raw)
+    result = EmbedResult.model_validate(result_value(answer))
     return {
         "object": "list",
         "data": [{"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}

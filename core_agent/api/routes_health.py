@@ -10,10 +10,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from core_agent.api.deps import AppState, get_state, require_owner
+from core_agent.orchestration.dispatcher import DispatchError
+from configs.contracts.tasks import result_value
 
 router = APIRouter(tags=["health"])
 
 CHECK_MODELS_TASK = "chat.check_models"
+CHECK_MODELS_TIMEOUT_S = 10.0
 
 
 class Check(BaseModel):
@@ -56,18 +59,34 @@ async def _check_workers(state: AppState) -> Check:
     return Check(ok=not missing, detail=detail)
 
 
-async def _check_models(state: AppState) -> Check:
-    def ask() -> dict[str, str]:
-        result = state.celery.send_task(CHECK_MODELS_TASK)
-        try:
-            return result.get(timeout=10)
-        finally:
-            result.forget()
+def _chat_workers_busy(state: AppState) -> dict[str, int]:
+    """Chat-queue workers now running a task -> how many. Asked through Celery's control
+    channel, which the worker's main process answers even while its pool generates."""
+    inspect = state.celery.control.inspect(timeout=1.0)
+    queues = inspect.active_queues() or {}
+    active = inspect.active() or {}
+    chat = {w for w, qs in queues.items() if any(q["name"] == "chat" for q in qs)}
+    return {w: len(tasks) for w, tasks in active.items() if w in chat and tasks}
 
+
+async def _check_models(state: AppState) -> Check:
     try:
-        status = await asyncio.to_thread(ask)
-    except Exception as exc:
+        # expires: a probe nobody waits for any more must not pile up behind a generation.
+        answer = await state.dispatcher.call(CHECK_MODELS_TASK, {}, queue="chat",
+                                             timeout_s=CHECK_MODELS_TIMEOUT_S, expires=True)
+    except DispatchError as exc:
+        if exc.info.code == "no_worker":
+            # A single chat worker busy with a long generation cannot take the probe, but
+            # it is serving: that is ready, not a 503.
+            try:
+                busy = await asyncio.to_thread(_chat_workers_busy, state)
+            except Exception:
+                busy = {}
+            if busy:
+                return Check(ok=True, detail={"busy": busy, "note": "the chat worker is generating; "
+                                                                    "models were not re-checked"})
         return Check(ok=False, detail=f"no chat worker answered the model check: {exc}")
+    status = result_value(answer) or {}
     default = state.settings.default_model
     return Check(ok=status.get(default) == "ok", detail=status)
 

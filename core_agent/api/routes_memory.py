@@ -6,6 +6,7 @@ these handlers validate, dispatch and translate errors into the usual shape.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from pathlib import PurePosixPath
 from typing import Any
@@ -77,7 +78,7 @@ async def memory_status(request: Request) -> Any:
         status = await client.call(RAG_STATUS, {}, client.config.search_timeout_s, expires=True)
     except MemoryUnavailable as exc:
         return _failed(exc)
-    return {**status, "outbox_pending": client.store.memory_outbox_count()}
+    return {**status, "outbox_pending": await asyncio.to_thread(client.store.memory_outbox_count)}
 
 
 @router.post("/memory/reindex", response_model=ReindexReport)
@@ -87,7 +88,7 @@ async def reindex(request: Request) -> Any:
     timeout = _long_timeout(request)
     try:
         await client.call(RAG_RESET_TURNS, {}, timeout)
-        queued = client.store.memory_outbox_requeue_all_turns()
+        queued = await asyncio.to_thread(client.store.memory_outbox_requeue_all_turns)
         result = await client.call(RAG_REINDEX_DOCUMENTS, {}, timeout)
     except MemoryUnavailable as exc:
         return _failed(exc)
@@ -100,7 +101,7 @@ async def forget_conversation(cid: str, request: Request) -> Response:
     """Forget a conversation: deleted from the store now, from the index by the outbox."""
     client = _client(request)
     try:
-        client.store.delete(cid)
+        await asyncio.to_thread(client.store.delete, cid)
     except ConversationNotFound:
         return error_response(404, f"conversation '{cid}' does not exist", "not_found")
     client.kick()

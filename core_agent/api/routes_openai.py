@@ -24,7 +24,7 @@ from core_agent.api.openai_protocol import (
 )
 from core_agent.orchestration.chat_service import BadChatRequest, ChatFailed, ChatRun, ChatTurn, Thought
 from lora_manager.naming import split_model
-from workers.images import BadImage, decode_data_url
+from configs.contracts.images import BadImage, decode_data_url
 from configs.contracts.tasks import Attachment, ChatMessage, GenerationParams, TaskResult
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_owner)], tags=["openai"])

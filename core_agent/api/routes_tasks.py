@@ -64,7 +64,7 @@ async def _event_stream(state: AppState, task_id: str) -> AsyncIterator[str]:
 @router.get("/tasks/{task_id}/events")
 async def task_events(task_id: str, request: Request) -> StreamingResponse:
     state = get_state(request)
-    _task(state, task_id)
+    await asyncio.to_thread(_task, state, task_id)
     return StreamingResponse(_event_stream(state, task_id), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})
 
@@ -72,13 +72,13 @@ async def task_events(task_id: str, request: Request) -> StreamingResponse:
 @router.delete("/tasks/{task_id}", response_model=TaskRecord)
 async def cancel_task(task_id: str, request: Request) -> TaskRecord:
     state = get_state(request)
-    record = _task(state, task_id)
+    record = await asyncio.to_thread(_task, state, task_id)
     if record.status in TERMINAL_TASK:
         raise HTTPException(409, f"task '{task_id}' already {record.status}; nothing to cancel")
     if not await state.chat.cancel(task_id):
         raise HTTPException(409, f"task '{task_id}' is not running in this API process")
     for _ in range(50):  # the turn records its cancellation as it unwinds
-        record = _task(state, task_id)
+        record = await asyncio.to_thread(_task, state, task_id)
         if record.status in TERMINAL_TASK:
             break
         await asyncio.sleep(0.05)

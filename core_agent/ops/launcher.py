@@ -3,6 +3,11 @@
 Every process is started in its own session with its PID recorded under
 <data_dir>/run/, so `down` stops exactly what `up` started and nothing else.
 `up` is idempotent: services whose recorded process is alive are left alone.
+
+A PID alone does not say a process is ours: after a reboot or a long uptime the
+number may belong to an unrelated process. The record therefore also keeps the
+boot id, the process's start time (from /proc, in clock ticks since boot) and its
+command line; a process is only signalled, or taken as running, when all match.
 """
 
 from __future__ import annotations
@@ -136,17 +141,81 @@ def process_alive(pid: int) -> bool:
         return True
 
 
-def recorded_pid(settings: Settings, name: str) -> int | None:
-    path = _pid_file(settings, name)
+def _boot_id() -> str | None:
     try:
-        return int(json.loads(path.read_text())["pid"])
-    except (OSError, ValueError, KeyError):
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
         return None
 
 
+def _proc_start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (field 22 of /proc/<pid>/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _proc_cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def _same_program(cmdline: list[str], argv: list[str]) -> bool:
+    """The running command line is the one we started. Some programs rewrite their
+    title (redis-server shows `redis-server 127.0.0.1:6379`): the program name then
+    has to match."""
+    if cmdline == argv:
+        return True
+    return bool(cmdline and argv) and Path(cmdline[0].split()[0]).name == Path(argv[0]).name
+
+
+def process_identity(pid: int) -> dict[str, object]:
+    """What a PID record keeps, beside the PID and command, to recognise the process later."""
+    return {"boot_id": _boot_id(), "start_ticks": _proc_start_ticks(pid)}
+
+
+def _read_record(settings: Settings, name: str) -> dict | None:
+    try:
+        record = json.loads(_pid_file(settings, name).read_text())
+        record["pid"] = int(record["pid"])
+        return record
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def stale_reason(record: dict) -> str | None:
+    """Why the recorded PID is not (any more) the process we started; None when it is."""
+    pid = record["pid"]
+    if not process_alive(pid):
+        return f"pid {pid} is not running"
+    boot = _boot_id()
+    if record.get("boot_id") and boot and record["boot_id"] != boot:
+        return f"the record is from before the last reboot; pid {pid} is now another process"
+    ticks = _proc_start_ticks(pid)
+    if ticks is None:
+        return f"cannot read /proc/{pid} to check that pid {pid} is ours"
+    if record.get("start_ticks") is not None and record["start_ticks"] != ticks:
+        return f"pid {pid} now belongs to a process started at another time"
+    cmdline = _proc_cmdline(pid) or []
+    if not _same_program(cmdline, list(record.get("argv") or [])):
+        return f"pid {pid} runs `{' '.join(cmdline)[:120]}`, not the recorded command"
+    return None
+
+
+def recorded_pid(settings: Settings, name: str) -> int | None:
+    record = _read_record(settings, name)
+    return record["pid"] if record else None
+
+
 def running(settings: Settings, name: str) -> int | None:
-    pid = recorded_pid(settings, name)
-    return pid if pid is not None and process_alive(pid) else None
+    """The PID of the service when its recorded process is alive and still ours."""
+    record = _read_record(settings, name)
+    return record["pid"] if record and stale_reason(record) is None else None
 
 
 def _base_env(settings: Settings) -> dict[str, str]:
@@ -168,8 +237,10 @@ def start_service(settings: Settings, svc: Service) -> int:
         proc = subprocess.Popen(svc.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=PROJECT_ROOT, env={**_base_env(settings), **svc.env},
                                 start_new_session=True)
+    # Popen returns once the child has exec'd, so its start time and command line are final.
     _pid_file(settings, svc.name).write_text(json.dumps(
-        {"pid": proc.pid, "argv": svc.argv, "started": time.time(), "log": str(log_path)}))
+        {"pid": proc.pid, "argv": svc.argv, "started": time.time(), "log": str(log_path),
+         **process_identity(proc.pid)}))
     return proc.pid
 
 
@@ -224,11 +295,21 @@ def up(settings: Settings, progress: Progress = print, only: set[str] | None = N
     return token
 
 
-def stop_service(settings: Settings, name: str, grace_s: float = 15.0) -> bool:
-    """Stop a recorded service and its process group. True if something was stopped."""
-    pid = recorded_pid(settings, name)
+def stop_service(settings: Settings, name: str, grace_s: float = 15.0,
+                 progress: Progress | None = None) -> bool:
+    """Stop a recorded service and its process group. True if something was stopped.
+    A stale record (the PID is gone or now another process) is removed without
+    signalling anything."""
+    record = _read_record(settings, name)
     path = _pid_file(settings, name)
-    if pid is None:
+    if record is None:
+        path.unlink(missing_ok=True)
+        return False
+    pid = record["pid"]
+    reason = stale_reason(record)
+    if reason is not None:
+        if process_alive(pid) and progress is not None:
+            progress(f"  {name:<14} stale record ({reason}): removed, nothing signalled")
         path.unlink(missing_ok=True)
         return False
     stopped = False
@@ -254,12 +335,12 @@ def stop_service(settings: Settings, name: str, grace_s: float = 15.0) -> bool:
 
 def down(settings: Settings, progress: Progress = print) -> None:
     for svc in reversed(services(settings)):
-        if stop_service(settings, svc.name):
+        if stop_service(settings, svc.name, progress=progress):
             progress(f"  {svc.name:<14} stopped")
     # Records of services no longer configured (e.g. a disabled queue) are stopped too.
     if settings.run_dir.is_dir():
         for path in settings.run_dir.glob("*.json"):
-            if stop_service(settings, path.stem):
+            if stop_service(settings, path.stem, progress=progress):
                 progress(f"  {path.stem:<14} stopped")
 
 

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import random
 import re
+import sqlite3
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol
@@ -188,7 +189,10 @@ class ChatService:
         if self.store.exists(cid):
             return cid, True
         # An unknown id is created, so workflow tools can use their own thread ids.
-        return self.store.create(title=title[:60] or "New conversation", conversation_id=cid).id, False
+        try:
+            return self.store.create(title=title[:60] or "New conversation", conversation_id=cid).id, False
+        except sqlite3.IntegrityError:  # another request created it a moment ago
+            return cid, True
 
     def _prompt(self, turn: ChatTurn, cid: str, existing: bool) -> list[ChatMessage]:
         """Messages for the model. Stored history is prepended only when the client sent
@@ -236,11 +240,12 @@ class ChatService:
         turn.explicit_adapter = turn.params.adapter
         self._gate_adapter(turn)
         question = next(m.text() for m in reversed(turn.messages) if m.role == "user")
-        cid, existing = self._conversation_for(turn, question)
-        prompt = self._capped(turn, self._prompt(turn, cid, existing))
+        # SQLite runs in a thread: the event loop never waits on the disk.
+        cid, existing = await asyncio.to_thread(self._conversation_for, turn, question)
+        prompt = self._capped(turn, await asyncio.to_thread(self._prompt, turn, cid, existing))
         task_id = uuid.uuid4().hex
-        self.store.append(cid, "user", question, task_id=task_id, model=turn.model,
-                          meta={"images": len(turn.attachments)} if turn.attachments else None)
+        await asyncio.to_thread(self.store.append, cid, "user", question, task_id=task_id, model=turn.model,
+                                meta={"images": len(turn.attachments)} if turn.attachments else None)
         run = ChatRun(task_id=task_id, conversation_id=cid, model=turn.model)
         run._outcome = asyncio.get_running_loop().create_future()
         job = asyncio.create_task(self._turn(run, turn, question, prompt))
@@ -328,9 +333,10 @@ class ChatService:
                 note = f"\n\n[Not everything worked: {failed}]"
                 run._pieces.put_nowait(note)
                 result = result.model_copy(update={"text": result.text + note})
-            self.store.append(run.conversation_id, "assistant", result.text, task_id=run.task_id, model=run.model,
-                              meta={"usage": result.usage.model_dump(), "finish_reason": result.finish_reason,
-                                    "attempt": result.attempt, "sources": run.sources})
+            meta = {"usage": result.usage.model_dump(), "finish_reason": result.finish_reason,
+                    "attempt": result.attempt, "sources": run.sources}
+            await asyncio.to_thread(self.store.append, run.conversation_id, "assistant", result.text,
+                                    task_id=run.task_id, model=run.model, meta=meta)
             run._outcome.set_result(result)
             status, error = ("failed", failed) if failed else ("succeeded", None)
             if self.memory is not None:

@@ -2,7 +2,11 @@
 
 `submit` puts a task on its queue by name (the core never imports worker code, so
 llama.cpp and torch stay out of the API process). `events` reads the task's Redis
-stream and yields StreamEvents until the task is done or failed.
+stream and yields StreamEvents until the task is done or failed; `wait` and `call`
+are built on it. This is the one way the core waits on any task (chat, plan steps,
+memory, embeddings, the readiness probe): every worker task reports through
+workers/published_task.py, so a redelivery, a retry or an error looks the same
+whichever queue ran it.
 """
 
 from __future__ import annotations
@@ -44,37 +48,55 @@ class Dispatcher:
         self.redis = redis
 
     async def submit(self, task_name: str, payload: dict[str, Any], task_id: str | None = None,
-                     queue: str | None = None) -> str:
-        """Queue a task by name; `queue` overrides the queue its name prefix routes to."""
+                     queue: str | None = None, expires_s: float | None = None) -> str:
+        """Queue a task by name; `queue` overrides the queue its name prefix routes to;
+        `expires_s` drops it if no worker started it in time (nobody waits any more)."""
         task_id = task_id or uuid.uuid4().hex
         options: dict[str, Any] = {"queue": queue} if queue else {}
         headers = trace_headers()  # the worker's spans join this request's trace
         if headers:
             options["headers"] = headers
+        if expires_s is not None:
+            options["expires"] = expires_s
         # kombu's publish is a blocking socket write; keep it off the event loop.
         await asyncio.to_thread(self.celery.send_task, task_name, args=[payload], task_id=task_id, **options)
         return task_id
 
-    async def call(self, task_name: str, payload: dict[str, Any], queue: str, task_id: str | None = None) -> TaskResult:
-        """Run a task and return its result; raise TaskFailed with the worker's error."""
-        task_id = await self.submit(task_name, payload, task_id=task_id, queue=queue)
-        async for event in self.events(task_id, queue):
+    async def call(self, task_name: str, payload: dict[str, Any], queue: str, task_id: str | None = None,
+                   timeout_s: float | None = None, expires: bool = False) -> TaskResult:
+        """Run a task and return its result; raise TaskFailed with the worker's error.
+        `timeout_s` bounds the whole wait; `expires` also drops the task if nobody
+        started it within that time (a search nobody waits for is useless work)."""
+        task_id = await self.submit(task_name, payload, task_id=task_id, queue=queue,
+                                    expires_s=timeout_s if expires else None)
+        return await self.wait(task_id, queue, timeout_s)
+
+    async def wait(self, task_id: str, queue: str, timeout_s: float | None = None) -> TaskResult:
+        """The result of a task already sent (its stream keeps every event, so waiting
+        late or twice loses nothing); TaskFailed with the worker's error, DispatchError
+        when nobody ran it or it did not finish in time."""
+        async for event in self.events(task_id, queue, timeout_s):
             if event.type == "done" and event.result is not None:
                 return event.result
             if event.type == "error" and event.error is not None:
                 raise TaskFailed(event.error)
         raise TaskFailed(ErrorInfo(code="internal", status=500, message=f"task {task_id} ended without a result"))
 
-    async def events(self, task_id: str, queue: str) -> AsyncIterator[StreamEvent]:
-        """Yield the task's events until 'done' or 'error' of its latest attempt."""
+    async def events(self, task_id: str, queue: str, timeout_s: float | None = None) -> AsyncIterator[StreamEvent]:
+        """Yield the task's events until 'done' or 'error' of its latest attempt.
+
+        Without `timeout_s` a task must be picked up within celery.pickup_timeout_s and
+        may then run as long as it keeps speaking (silence limit task_time_limit_s);
+        with it, the whole wait ends after `timeout_s`."""
         key = stream_key(task_id)
         last_id = "0-0"
         started = False
-        deadline = time.monotonic() + self.settings.celery.pickup_timeout_s
+        limit = timeout_s if timeout_s is not None else self.settings.celery.pickup_timeout_s
+        deadline = time.monotonic() + limit
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                info = self._timeout_info(queue, started)
+                info = self._timeout_info(queue, started, timeout_s)
                 metrics.task_failed(queue, info)
                 raise DispatchError(info)
             # Short blocking reads: a Redis client's socket timeout must never cut a
@@ -94,19 +116,33 @@ class Dispatcher:
                 yield event
                 if event.type in ("done", "error"):
                     return
-            # Once the worker speaks, silence is measured from its last event.
-            deadline = time.monotonic() + self.settings.celery.task_time_limit_s
+            if timeout_s is None:
+                # Once the worker speaks, silence is measured from its last event.
+                deadline = time.monotonic() + self.settings.celery.task_time_limit_s
 
-    def _timeout_info(self, queue: str, started: bool) -> ErrorInfo:
+    def _timeout_info(self, queue: str, started: bool, timeout_s: float | None = None) -> ErrorInfo:
         if not started:
+            limit = timeout_s if timeout_s is not None else self.settings.celery.pickup_timeout_s
             return ErrorInfo(
                 code="no_worker", status=503,
                 message=(f"no worker picked up the task on queue '{queue}' within "
-                         f"{self.settings.celery.pickup_timeout_s:g}s. Fix: start the workers "
+                         f"{limit:g}s. Fix: start the workers "
                          f"(`appliance up`, or `appliance status` to see what runs)."))
+        if timeout_s is not None:
+            return ErrorInfo(code="task_slow", status=504,
+                             message=f"the {queue} worker did not finish within {timeout_s:g}s")
         return ErrorInfo(code="worker_silent", status=504,
                          message=f"the worker on queue '{queue}' went silent for "
                                  f"{self.settings.celery.task_time_limit_s}s; the task was abandoned.")
+
+    async def announce(self, task_id: str, event: StreamEvent) -> None:
+        """Append an event to a task's stream from the core itself, for work the core runs
+        (a webhook job), so its waiters use the same `wait` as for worker tasks."""
+        key = stream_key(task_id)
+        pipe = self.redis.pipeline()
+        pipe.xadd(key, {"e": event.model_dump_json(exclude_defaults=True)}, maxlen=1000, approximate=True)
+        pipe.expire(key, self.settings.celery.result_expires_s)
+        await pipe.execute()
 
     async def revoke(self, task_id: str) -> None:
         """Stop a task: Celery drops it if not started; a running one sees the cancel key."""

@@ -29,10 +29,8 @@ opens Qdrant or loads a model: every memory operation is a task on the `rag` que
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +39,7 @@ from celery import Celery
 from pydantic import BaseModel
 
 from configs.schema import Settings
+from core_agent.orchestration.dispatcher import DispatchError, Dispatcher, TaskFailed
 from core_agent.stores.conversations import ConversationStore, MemoryOutboxItem
 from rag.chunking import count_tokens, truncate_tokens
 from configs.contracts.memory import (
@@ -50,10 +49,9 @@ from configs.contracts.memory import (
     Hit,
     SearchRequest,
     SearchResult,
-    TaskOutcome,
     TurnToIndex,
 )
-from configs.contracts.tasks import ChatMessage
+from configs.contracts.tasks import ChatMessage, result_value
 from configs.contracts.errors import ErrorInfo
 
 log = logging.getLogger("appliance.memory")
@@ -61,13 +59,16 @@ log = logging.getLogger("appliance.memory")
 CONTEXT_HEADER = ("Memory: passages from the owner's documents and past conversations that may be relevant "
                   "to the next message. Use them only if they help, and name the source in brackets, e.g. [1].")
 MIN_PASSAGE_TOKENS = 24
-RESULT_KEY = "celery-task-meta-{}"
 
 
 class MemoryUnavailable(Exception):
-    def __init__(self, info: ErrorInfo) -> None:
+    """`ran`: a worker ran the task and it failed (sending it again may help); otherwise
+    nobody ran it, or it did not finish in time (it may still run)."""
+
+    def __init__(self, info: ErrorInfo, ran: bool = False) -> None:
         super().__init__(info.message)
         self.info = info
+        self.ran = ran
 
 
 class MemorySource(BaseModel):
@@ -129,51 +130,26 @@ class MemoryClient:
         self.store = store
         self.celery = celery
         self.redis = redis
+        self.dispatcher = Dispatcher(settings, celery, redis)
         self._wake = asyncio.Event()
         self._drainer: asyncio.Task | None = None
         self._inflight: dict[tuple[int, ...], str] = {}   # outbox ids -> task id already sent
         self._backoff_s = 0.0
 
-    # --- tasks -----------------------------------------------------------------
+    # --- tasks: sent and awaited through the dispatcher, like every other task ---------
 
     async def send(self, task_name: str, payload: dict[str, Any], expires_s: float | None = None) -> str:
-        task_id = uuid.uuid4().hex
-        await asyncio.to_thread(self.celery.send_task, task_name, args=[payload], task_id=task_id,
-                                expires=expires_s)
-        return task_id
+        return await self.dispatcher.submit(task_name, payload, expires_s=expires_s)
 
     async def wait(self, task_id: str, timeout_s: float, queue: str = "rag") -> Any:
-        """The task's result; MemoryUnavailable if it failed or nobody ran it in time."""
-        deadline = time.monotonic() + timeout_s
-        delay = 0.005
-        meta: dict[str, Any] | None = None
-        while True:
-            raw = await self.redis.get(RESULT_KEY.format(task_id))
-            if raw is not None:
-                meta = json.loads(raw)
-                if meta.get("status") in ("SUCCESS", "FAILURE", "REVOKED"):
-                    break
-            if time.monotonic() >= deadline:
-                raise MemoryUnavailable(self._timeout_info(queue, timeout_s, started=meta is not None))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
-        if meta["status"] != "SUCCESS":
-            raise MemoryUnavailable(ErrorInfo(code="memory_task_failed", status=500,
-                                              message=f"the {queue} worker failed: {meta.get('result')}"))
-        outcome = TaskOutcome.model_validate(meta["result"])
-        if not outcome.ok:
-            assert outcome.error is not None
-            raise MemoryUnavailable(outcome.error)
-        return outcome.result
-
-    @staticmethod
-    def _timeout_info(queue: str, timeout_s: float, started: bool) -> ErrorInfo:
-        if started:
-            return ErrorInfo(code="memory_slow", status=504,
-                             message=f"the {queue} worker did not finish within {timeout_s:g}s")
-        return ErrorInfo(code="no_worker", status=503,
-                         message=(f"no worker picked up the task on queue '{queue}' within {timeout_s:g}s. "
-                                  f"Fix: start the workers (`appliance up`; `appliance status` shows what runs)."))
+        """The task's value; MemoryUnavailable if it failed or nobody ran it in time."""
+        try:
+            result = await self.dispatcher.wait(task_id, queue, timeout_s)
+        except TaskFailed as exc:
+            raise MemoryUnavailable(exc.info, ran=True) from None
+        except DispatchError as exc:
+            raise MemoryUnavailable(exc.info) from None
+        return result_value(result)
 
     async def call(self, task_name: str, payload: dict[str, Any], timeout_s: float,
                    expires: bool = False) -> Any:
@@ -298,7 +274,7 @@ class MemoryClient:
         try:
             result = await self.wait(task_id, self.config.index_timeout_s)
         except MemoryUnavailable as exc:
-            if exc.info.code not in ("no_worker", "memory_slow"):
+            if exc.ran:
                 self._inflight.pop(key, None)  # it ran and failed: send it again next time
             raise
         self._inflight.pop(key, None)

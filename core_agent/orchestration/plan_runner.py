@@ -144,7 +144,8 @@ class PlanRunner:
             params = self._params(step, ctx)
         except AdapterError as exc:
             await self.tasks.update_step(task_id, step.id, state="failed", error=str(exc), finished_at=time.time())
-            self.tasks.log_route(task_id, step.id, step.worker, model, step.adapter, 0, 0, 0.0, "refused")
+            await asyncio.to_thread(self.tasks.log_route, task_id, step.id, step.worker, model, step.adapter,
+                                    0, 0, 0.0, "refused")
             return StepOutcome(step, "failed", error=str(exc))
         payload = StepTask(task_id=task_id, step_id=step.id, instruction=step.instruction, inputs=inputs,
                            model=model, params=params,
@@ -167,7 +168,8 @@ class PlanRunner:
             seconds = time.time() - started
             await self.tasks.update_step(task_id, step.id, state="failed", error=error,
                                          finished_at=time.time(), seconds=seconds)
-            self.tasks.log_route(task_id, step.id, step.worker, model, params.adapter, 0, 0, seconds, "failed")
+            await asyncio.to_thread(self.tasks.log_route, task_id, step.id, step.worker, model, params.adapter,
+                                    0, 0, seconds, "failed")
             log.warning("task %s step %s failed: %s", task_id, step.id, error)
             return StepOutcome(step, "failed", error=error)
         seconds = time.time() - started
@@ -176,6 +178,6 @@ class PlanRunner:
             worker_process=result.worker, seconds=seconds, model=result.model,
             prompt_tokens=result.usage.prompt_tokens, completion_tokens=result.usage.completion_tokens,
             attempts=result.attempt, result_summary=summarize(result.text))
-        self.tasks.log_route(task_id, step.id, step.worker, result.model, result.adapter,
-                             result.usage.prompt_tokens, result.usage.completion_tokens, seconds, "succeeded")
+        await asyncio.to_thread(self.tasks.log_route, task_id, step.id, step.worker, result.model, result.adapter,
+                                result.usage.prompt_tokens, result.usage.completion_tokens, seconds, "succeeded")
         return StepOutcome(step, "succeeded", result=result)

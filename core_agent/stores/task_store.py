@@ -3,10 +3,15 @@
 SQLite (<data_dir>/tasks.sqlite3) keeps the record for GET /tasks/{id} and the
 /stats/routes summary; every change is also appended to a Redis stream
 (appliance:task-events:<id>) that GET /tasks/{id}/events forwards live to the UI.
+
+The async writers (create, set_plan, update_step, finish) run their SQLite part in a
+thread, so the API's event loop never waits on the disk; the plain methods are for
+threads (async callers use asyncio.to_thread).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -120,16 +125,11 @@ class TaskStore(SqliteFile):
 
     # --- writes ----------------------------------------------------------------
 
-    async def create(self, task_id: str, conversation_id: str | None, mode: str, source: str,
-                     route_reason: str | None = None) -> None:
+    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
         with self._connect() as db:
-            db.execute("INSERT INTO tasks(id, conversation_id, mode, route_reason, status, source, created_at) "
-                       "VALUES (?,?,?,?,?,?,?)",
-                       (task_id, conversation_id, mode, route_reason, "running", source, time.time()))
-        await self._event(task_id, {"type": "task", "status": "running", "mode": mode})
+            db.execute(sql, args)
 
-    async def set_plan(self, task_id: str, plan: dict[str, Any], queues: dict[str, str],
-                       mode: str = "plan") -> None:
+    def _write_plan(self, task_id: str, plan: dict[str, Any], queues: dict[str, str], mode: str) -> None:
         with self._connect() as db:
             db.execute("UPDATE tasks SET plan = ?, mode = ? WHERE id = ?", (json.dumps(plan), mode, task_id))
             for position, step in enumerate(plan["steps"]):
@@ -138,6 +138,17 @@ class TaskStore(SqliteFile):
                            (task_id, step["id"], position, step["worker"], queues[step["worker"]],
                             step["instruction"], json.dumps(step.get("depends_on", [])), "pending",
                             step.get("adapter")))
+
+    async def create(self, task_id: str, conversation_id: str | None, mode: str, source: str,
+                     route_reason: str | None = None) -> None:
+        await asyncio.to_thread(self._write, "INSERT INTO tasks(id, conversation_id, mode, route_reason, status, "
+                                "source, created_at) VALUES (?,?,?,?,?,?,?)",
+                                (task_id, conversation_id, mode, route_reason, "running", source, time.time()))
+        await self._event(task_id, {"type": "task", "status": "running", "mode": mode})
+
+    async def set_plan(self, task_id: str, plan: dict[str, Any], queues: dict[str, str],
+                       mode: str = "plan") -> None:
+        await asyncio.to_thread(self._write_plan, task_id, plan, queues, mode)
         await self._event(task_id, {"type": "plan", "plan": plan})
 
     async def update_step(self, task_id: str, step_id: str, **fields: Any) -> None:
@@ -147,16 +158,14 @@ class TaskStore(SqliteFile):
             raise ValueError(f"unknown step fields {unknown}")
         if fields:
             sets = ", ".join(f"{k} = ?" for k in fields)
-            with self._connect() as db:
-                db.execute(f"UPDATE steps SET {sets} WHERE task_id = ? AND step_id = ?",
-                           (*fields.values(), task_id, step_id))
+            await asyncio.to_thread(self._write, f"UPDATE steps SET {sets} WHERE task_id = ? AND step_id = ?",
+                                    (*fields.values(), task_id, step_id))
         await self._event(task_id, {"type": "step", "step_id": step_id, **fields})
 
     async def finish(self, task_id: str, status: TaskStatus, error: str | None = None,
                      sources: list[dict[str, Any]] | None = None) -> None:
-        with self._connect() as db:
-            db.execute("UPDATE tasks SET status = ?, error = ?, sources = ?, finished_at = ? WHERE id = ?",
-                       (status, error, json.dumps(sources or []), time.time(), task_id))
+        await asyncio.to_thread(self._write, "UPDATE tasks SET status = ?, error = ?, sources = ?, finished_at = ? "
+                                "WHERE id = ?", (status, error, json.dumps(sources or []), time.time(), task_id))
         await self._event(task_id, {"type": "task", "status": status, "error": error})
 
     def log_route(self, task_id: str, step_id: str, worker: str, model: str | None, adapter: str | None,

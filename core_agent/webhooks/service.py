@@ -13,6 +13,10 @@ sync hooks answer in the response (or 202 + job when the answer takes longer tha
 sync_timeout_s); async hooks answer 202 at once and POST the finished job to the
 request's callback_url, signed like incoming requests, retrying with backoff. Callback
 URLs are checked against SSRF at submit time and at each delivery (callback_guard.py).
+
+A finished job is announced on its own event stream (the dispatcher's, id
+`webhook-job:<id>`), so a request waiting on a job run by another request or process
+waits the same way the core waits on any task. Every SQLite call runs in a thread.
 """
 
 from __future__ import annotations
@@ -43,13 +47,19 @@ from core_agent.webhooks.callback_guard import (
     PinnedTransport,
     check_callback,
 )
-from configs.contracts.tasks import ChatMessage, GenerationParams
+from configs.contracts.tasks import ChatMessage, GenerationParams, StreamEvent, TaskResult
+from core_agent.orchestration.dispatcher import DispatchError
 
 log = logging.getLogger("appliance.webhooks")
 
 PLACEHOLDER_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
 RESERVED_FIELDS = ("callback_url", "conversation_id", "adapter")
+
+
+def job_stream_id(job_id: str) -> str:
+    """The id of the event stream that announces the end of a webhook job."""
+    return f"webhook-job:{job_id}"
 
 
 class WebhookError(Exception):
@@ -295,39 +305,51 @@ class WebhookService:
             raise WebhookError(503, f"webhook '{name}' names model '{model}', which is not configured "
                                     f"(models in configs/models.yaml)", "hook_misconfigured")
         digest = hashlib.sha256(raw).hexdigest()
-        job, created = self.jobs.create(name, digest, idempotency_key, request.callback_url)
+        job, created = await asyncio.to_thread(self.jobs.create, name, digest, idempotency_key,
+                                               request.callback_url)
         if not created:
-            if self.jobs.body_sha256(job.id) != digest:
+            if await asyncio.to_thread(self.jobs.body_sha256, job.id) != digest:
                 raise WebhookError(422, "this Idempotency-Key was already used with a different body; use a new "
                                         "key for a new request", "idempotency_key_reused")
             return job, False
         self._spawn(job.id, self._run(name, hook, job.id, request, model))
         return job, True
 
-    def _turn(self, name: str, hook: WebhookHook, request: HookRequest, model: str) -> ChatTurn:
+    async def _turn(self, name: str, hook: WebhookHook, request: HookRequest, model: str) -> ChatTurn:
         messages = [ChatMessage(role="system", content=hook.system_prompt)] if hook.system_prompt else []
         messages.append(ChatMessage(role="user", content=request.prompt))
         cid = request.conversation_id
         if cid is None:
             # Each call gets its own conversation, titled so the owner sees where it came from.
-            cid = self.conversations.create(title=f"webhook {name}: {request.prompt[:60]}").id
+            title = f"webhook {name}: {request.prompt[:60]}"
+            cid = (await asyncio.to_thread(self.conversations.create, title=title)).id
         params = GenerationParams(max_tokens=hook.max_tokens, adapter=request.adapter)
         return ChatTurn(model=model, messages=messages, params=params, conversation_id=cid, stream=False,
                         **_turn_extras(name, hook))
 
     async def _run(self, name: str, hook: WebhookHook, job_id: str, request: HookRequest, model: str) -> None:
         try:
-            run = await self.chat.start(self._turn(name, hook, request, model))
-            self.jobs.running(job_id, run.task_id, run.conversation_id)
+            run = await self.chat.start(await self._turn(name, hook, request, model))
+            await asyncio.to_thread(self.jobs.running, job_id, run.task_id, run.conversation_id)
             result = await run.result()
-            self.jobs.succeeded(job_id, result_view(result))
+            await asyncio.to_thread(self.jobs.succeeded, job_id, result_view(result))
         except ChatFailed as exc:
-            self.jobs.failed(job_id, exc.info.model_dump())
+            await asyncio.to_thread(self.jobs.failed, job_id, exc.info.model_dump())
         except Exception as exc:  # a job must always end in a state the caller can read
             log.exception("webhook job %s failed", job_id)
-            self.jobs.failed(job_id, {"code": "internal", "status": 500, "message": str(exc)})
+            await asyncio.to_thread(self.jobs.failed, job_id, {"code": "internal", "status": 500,
+                                                               "message": str(exc)})
+        await self._announce_end(job_id)
         if request.callback_url:
             await self._deliver(name, job_id)
+
+    async def _announce_end(self, job_id: str) -> None:
+        """Tell every waiter the job ended (its state is in the job store already)."""
+        try:
+            await self.chat.dispatcher.announce(job_stream_id(job_id), StreamEvent(
+                type="done", result=TaskResult(text="", model="webhook")))
+        except Exception:  # waiters then see the end at their timeout; the job itself is fine
+            log.exception("could not announce the end of webhook job %s", job_id)
 
     async def wait(self, job_id: str, timeout_s: float) -> Job:
         """The job once finished, or as it is after `timeout_s`."""
@@ -337,14 +359,14 @@ class WebhookService:
                 await asyncio.wait_for(asyncio.shield(task), timeout_s)
             except asyncio.TimeoutError:
                 pass
-        else:  # run by another request of this process that already finished, or elsewhere
-            deadline = asyncio.get_running_loop().time() + timeout_s
-            while asyncio.get_running_loop().time() < deadline:
-                job = self.jobs.get(job_id)
-                if job is None or job.finished:
-                    break
-                await asyncio.sleep(0.2)
-        job = self.jobs.get(job_id)
+        else:  # run by another request (of this process or another one): follow its stream
+            job = await asyncio.to_thread(self.jobs.get, job_id)
+            if job is not None and not job.finished:
+                try:
+                    await self.chat.dispatcher.wait(job_stream_id(job_id), "webhooks", timeout_s)
+                except DispatchError:
+                    pass  # not finished within timeout_s: answered as it is (202)
+        job = await asyncio.to_thread(self.jobs.get, job_id)
         assert job is not None
         return job
 
@@ -354,7 +376,7 @@ class WebhookService:
         """POST the finished job to its callback_url, signed; retry 5xx/408/429/network errors
         with exponential backoff, give up at once on other 4xx (the receiver refuses it)."""
         hook = self.config.hooks.get(name)
-        job = self.jobs.get(job_id)
+        job = await asyncio.to_thread(self.jobs.get, job_id)
         if job is None or job.callback is None or hook is None or hook.secret is None:
             return
         view = job.model_dump(mode="json")
@@ -380,10 +402,11 @@ class WebhookService:
                 except CallbackRefused as exc:  # checked again at delivery: DNS may have changed
                     error, retry = f"callback_url refused: {exc}", isinstance(exc, CallbackUnresolvable)
                 if error is None:
-                    self.jobs.callback_attempt(job_id, attempts, "delivered", None)
+                    await asyncio.to_thread(self.jobs.callback_attempt, job_id, attempts, "delivered", None)
                     return
                 final = not retry or attempts >= self.config.callback_attempts
-                self.jobs.callback_attempt(job_id, attempts, "failed" if final else "pending", error)
+                await asyncio.to_thread(self.jobs.callback_attempt, job_id, attempts,
+                                        "failed" if final else "pending", error)
                 log.warning("callback of job %s, attempt %d: %s", job_id, attempts, error)
                 if final:
                     return

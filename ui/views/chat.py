@@ -154,15 +154,14 @@ def answer(client: ApiClient, prompt: str, options: dict[str, Any]) -> None:
     with st.chat_message("user"):
         st.markdown(prompt)
     if not st.session_state.conversation_id:
-        # Created first, so the answer's task can be found (and followed) before its text starts.
+        # Created first, so the sidebar knows the conversation (id and title) while it streams.
         try:
             conv = client.create_conversation(title=prompt[:60])
         except ApiError as exc:
             show_error("Could not start a conversation", exc)
             return
         st.session_state.conversation_id, st.session_state.conversation_title = conv["id"], conv["title"]
-    known = {m.get("task_id") for m in st.session_state.history if m.get("task_id")}
-    live = LiveAnswer(client, prompt, st.session_state.conversation_id, known_task_ids=known, **options).start()
+    live = LiveAnswer(client, prompt, st.session_state.conversation_id, **options).start()
     with st.chat_message("assistant"):
         steps = st.empty()
         thinking = ThinkingSection()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+import httpx
 import openai
 
 from configs.loader import get_settings
@@ -128,10 +129,15 @@ class OpenAICompatibleChat:
                         yield ChatDelta(text=choice.delta.content or "", reasoning=reasoning)
                     if choice.finish_reason:
                         finish = choice.finish_reason
+        # APITimeoutError subclasses APIConnectionError: it must be caught first, or a
+        # timeout becomes a non-retried "unreachable". A read timeout in the middle of a
+        # stream comes from httpx directly (the openai client does not wrap it).
+        except (openai.APITimeoutError, httpx.TimeoutException) as exc:
+            raise TransientBackendError(
+                f"model '{self.model_name}': request timed out after {self.config.request_timeout_s:g}s "
+                f"(models.{self.model_name}.request_timeout_s): {exc}") from exc
         except openai.APIConnectionError as exc:
             raise self._unreachable(exc) from exc
-        except openai.APITimeoutError as exc:
-            raise TransientBackendError(f"model '{self.model_name}': request timed out: {exc}") from exc
         except openai.BadRequestError as exc:
             raise BadGenerationRequest(f"model '{self.model_name}': {exc.message}") from exc
         except openai.NotFoundError as exc:

@@ -6,6 +6,7 @@ import base64
 import io
 from typing import Any, Protocol
 
+import httpx
 import openai
 
 from configs.schema import VisionConfig
@@ -69,9 +70,11 @@ class OpenAICompatibleVision:
                 messages=[{"role": "user", "content": [
                     {"type": "text", "text": instruction or "Describe the image and transcribe any text."},
                     {"type": "image_url", "image_url": {"url": url}}]}])
+        # APITimeoutError subclasses APIConnectionError: catch it first (a timeout is retried).
+        except (openai.APITimeoutError, httpx.TimeoutException) as exc:
+            raise TransientBackendError(f"vision server timed out after {self.config.request_timeout_s:g}s "
+                                        f"(vision.request_timeout_s): {exc}") from exc
         except openai.APIConnectionError as exc:
             raise ModelUnavailable(f"vision server at {self.config.base_url} is unreachable: {exc}. "
                                    f"Fix: start it or correct vision.base_url.") from exc
-        except openai.APITimeoutError as exc:
-            raise TransientBackendError(f"vision server timed out: {exc}") from exc
         return reply.choices[0].message.content or ""

@@ -1,0 +1,116 @@
+"""`appliance down` signals only processes it can prove it started.
+
+A PID file outlives a reboot, and a PID number is reused: a stale record can point at
+an unrelated process. These tests point records at a real `sleep` we start here (the
+"unrelated process") and check that `down` leaves it alive and says the record was
+stale, while a process the launcher really started is still stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from configs.schema import Settings
+from core_agent.ops import launcher
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def unrelated() -> Iterator[subprocess.Popen]:
+    proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    s = Settings(data_dir=tmp_path / "data")
+    s.run_dir.mkdir(parents=True)
+    return s
+
+
+def write_record(settings: Settings, name: str, **record: object) -> Path:
+    path = settings.run_dir / f"{name}.json"
+    path.write_text(json.dumps(record))
+    return path
+
+
+def celery_argv() -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", "chat"]
+
+
+def stale_records(proc: subprocess.Popen) -> dict[str, dict]:
+    """Records that name the unrelated process's PID but not the process itself."""
+    ticks = launcher._proc_start_ticks(proc.pid)
+    assert ticks is not None
+    return {
+        # Written by an older launcher (PID and command only), e.g. before a reboot.
+        "pid_and_other_command": {"pid": proc.pid, "argv": celery_argv()},
+        # Same command line, but the PID was reused by a process started at another time.
+        "pid_reused": {"pid": proc.pid, "argv": ["sleep", "300"], "start_ticks": ticks - 1,
+                       "boot_id": launcher._boot_id()},
+        # Same start time, but another program (a record edited or copied by hand).
+        "other_program": {"pid": proc.pid, "argv": celery_argv(), "start_ticks": ticks,
+                          "boot_id": launcher._boot_id()},
+        # From another boot of the machine.
+        "other_boot": {"pid": proc.pid, "argv": ["sleep", "300"], "start_ticks": ticks,
+                       "boot_id": "00000000-0000-0000-0000-000000000000"},
+    }
+
+
+@pytest.mark.parametrize("case", ["pid_and_other_command", "pid_reused", "other_program", "other_boot"])
+def test_down_leaves_an_unrelated_process_alive_and_says_the_record_was_stale(
+        settings: Settings, unrelated: subprocess.Popen, case: str) -> None:
+    path = write_record(settings, "worker-chat", **stale_records(unrelated)[case])
+    lines: list[str] = []
+    launcher.down(settings, progress=lines.append)
+    time.sleep(0.2)  # a SIGTERM/SIGKILL, had one been sent, is delivered by now
+    assert unrelated.poll() is None, "down killed a process it did not start"
+    assert any("worker-chat" in line and "stale record" in line and "nothing signalled" in line
+               for line in lines), lines
+    assert not path.exists(), "the stale record is removed"
+    assert launcher.running(settings, "worker-chat") is None
+
+
+def test_a_stale_record_is_not_taken_as_a_running_service(settings: Settings, unrelated: subprocess.Popen) -> None:
+    write_record(settings, "api", pid=unrelated.pid, argv=celery_argv())
+    assert launcher.running(settings, "api") is None
+    assert launcher.status(settings)["api"]["running"] is False
+
+
+def test_the_appliance_down_command_reports_a_stale_record(settings: Settings, unrelated: subprocess.Popen) -> None:
+    write_record(settings, "worker-chat", **stale_records(unrelated)["pid_reused"])
+    env = {**os.environ, "APPLIANCE_DATA_DIR": str(settings.data_dir),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-m", "core_agent.ops.cli", "down"], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "stale record" in out.stdout and str(unrelated.pid) in out.stdout, out.stdout
+    assert unrelated.poll() is None
+
+
+def test_a_process_the_launcher_started_is_still_stopped(settings: Settings) -> None:
+    svc = launcher.Service(name="worker-chat", argv=["sleep", "300"], healthy=lambda: True)
+    pid = launcher.start_service(settings, svc)
+    record = json.loads((settings.run_dir / "worker-chat.json").read_text())
+    assert record["start_ticks"] == launcher._proc_start_ticks(pid) and record["boot_id"]
+    assert launcher.running(settings, "worker-chat") == pid
+    lines: list[str] = []
+    launcher.down(settings, progress=lines.append)
+    deadline = time.monotonic() + 20
+    while launcher.process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not launcher.process_alive(pid)
+    assert any("worker-chat" in line and "stopped" in line for line in lines), lines
