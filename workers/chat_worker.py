@@ -11,7 +11,7 @@ from celery.signals import worker_process_init
 from configs.contracts.errors import BackendError
 from workers.backends.registry import chat_backend
 from workers.events import EventPublisher
-from configs.contracts.tasks import ChatTask, StepTask, TaskResult, Usage, value_result
+from configs.contracts.tasks import ChatTask, StepTask, TaskResult, ToolCall, Usage, value_result
 from workers.published_task import published_task
 from workers.runtime import models_to_preload, settings
 from workers.step_prompts import step_messages
@@ -40,6 +40,8 @@ def run_chat(task: ChatTask, publisher: EventPublisher) -> TaskResult:
     parts: list[str] = []
     thoughts: list[str] = []
     finish, usage = "stop", Usage()
+    tool_calls: list[ToolCall] = []
+    logprobs: list[dict[str, Any]] | None = [] if task.params.logprobs else None
     for delta in backend.stream(task.messages, task.params):
         if delta.reasoning:
             thoughts.append(delta.reasoning)
@@ -47,6 +49,9 @@ def run_chat(task: ChatTask, publisher: EventPublisher) -> TaskResult:
                 publisher.reasoning(delta.reasoning)
             else:
                 publisher.progress()
+        tool_calls.extend(delta.tool_calls)
+        if logprobs is not None and delta.logprobs:
+            logprobs.extend(delta.logprobs)
         if delta.text:
             parts.append(delta.text)
             if task.stream:
@@ -57,8 +62,9 @@ def run_chat(task: ChatTask, publisher: EventPublisher) -> TaskResult:
             finish = delta.finish_reason
         if delta.usage:
             usage = delta.usage
-    return TaskResult(text="".join(parts), reasoning="".join(thoughts) or None, finish_reason=finish, model=task.model, adapter=task.params.adapter,
-                      usage=usage, attempt=publisher.attempt, seconds=time.perf_counter() - started)
+    return TaskResult(text="".join(parts), reasoning="".join(thoughts) or None, finish_reason=finish,
+                      model=task.model, adapter=task.params.adapter, usage=usage, attempt=publisher.attempt,
+                      seconds=time.perf_counter() - started, tool_calls=tool_calls, logprobs=logprobs)
 
 
 @published_task("chat.generate")

@@ -22,6 +22,7 @@ from core_agent.api import routes_webhooks
 from core_agent.api import routes_adapters
 from core_agent.api import routes_metrics
 from core_agent.api import routes_sandbox
+from core_agent.api import routes_responses
 from core_agent.api.body_limit import BodySizeLimit
 from core_agent.api.deps import AppState
 from core_agent.api.errors import install_error_handlers
@@ -79,4 +80,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_adapters.router)
     app.include_router(routes_metrics.router)
     app.include_router(routes_sandbox.router)
+    app.include_router(routes_responses.router)
     return app

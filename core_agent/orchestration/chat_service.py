@@ -26,6 +26,7 @@ from core_agent.orchestration.plan_runner import PlanRunner, StepContext
 from core_agent.orchestration.planner import Planner
 from core_agent.orchestration.plans import InvalidPlan, Plan
 from core_agent.orchestration.router import ROUTE_PROMPT, ROUTE_SCHEMA, Mode, Router
+from core_agent.orchestration import tool_calls
 from core_agent.stores.task_store import TaskStore
 from lora_manager.errors import AdapterError
 from lora_manager.policy import AdapterGate
@@ -244,8 +245,9 @@ class ChatService:
         cid, existing = await asyncio.to_thread(self._conversation_for, turn, question)
         prompt = self._capped(turn, await asyncio.to_thread(self._prompt, turn, cid, existing))
         task_id = uuid.uuid4().hex
-        await asyncio.to_thread(self.store.append, cid, "user", question, task_id=task_id, model=turn.model,
-                                meta={"images": len(turn.attachments)} if turn.attachments else None)
+        if not (existing and tool_calls.continues_tool_calls(turn.messages)):
+            await asyncio.to_thread(self.store.append, cid, "user", question, task_id=task_id, model=turn.model,
+                                    meta={"images": len(turn.attachments)} if turn.attachments else None)
         run = ChatRun(task_id=task_id, conversation_id=cid, model=turn.model)
         run._outcome = asyncio.get_running_loop().create_future()
         job = asyncio.create_task(self._turn(run, turn, question, prompt))
@@ -310,6 +312,8 @@ class ChatService:
         status, error = "failed", None
         try:
             mode = "plan" if turn.plan is not None else turn.mode  # an explicit plan is run as given
+            if tool_calls.calls_tools(turn.params):
+                mode = "direct"  # the client's agent plans; the model must see its tools
             with tracer().start_as_current_span("route") as span:
                 decision = await self.router.decide(question, mode, bool(turn.attachments), self._ask_route)
                 span.set_attributes({"appliance.route": decision.route, "appliance.route_reason": decision.reason})
@@ -328,15 +332,20 @@ class ChatService:
             with tracer().start_as_current_span("answer"):
                 await self.dispatcher.submit("chat.generate", task.model_dump(), task_id=answer_id, queue=CHAT_QUEUE)
                 result = await self._follow(run, answer_id)
+            checked = tool_calls.checked(result, turn.params)
+            if isinstance(checked, ErrorInfo):
+                raise ChatFailed(checked)
+            result = checked
             if failed:
                 # The owner must learn what failed even if the model glosses over it.
                 note = f"\n\n[Not everything worked: {failed}]"
                 run._pieces.put_nowait(note)
                 result = result.model_copy(update={"text": result.text + note})
-            meta = {"usage": result.usage.model_dump(), "finish_reason": result.finish_reason,
-                    "attempt": result.attempt, "sources": run.sources}
-            await asyncio.to_thread(self.store.append, run.conversation_id, "assistant", result.text,
-                                    task_id=run.task_id, model=run.model, meta=meta)
+            if tool_calls.stores_answer(result):
+                meta = {"usage": result.usage.model_dump(), "finish_reason": result.finish_reason,
+                        "attempt": result.attempt, "sources": run.sources}
+                await asyncio.to_thread(self.store.append, run.conversation_id, "assistant", result.text,
+                                        task_id=run.task_id, model=run.model, meta=meta)
             run._outcome.set_result(result)
             status, error = ("failed", failed) if failed else ("succeeded", None)
             if self.memory is not None:
