@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from configs.traffic_schema import TrafficConfig
 from configs.webhooks_schema import WebhooksConfig
 
 QueueName = Literal["chat", "code", "embed", "vision", "rag"]
@@ -334,6 +335,7 @@ class Settings(StrictModel):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)  # configs/webhooks.yaml
     adapters: AdaptersConfig = Field(default_factory=AdaptersConfig)  # configs/adapters.yaml
+    traffic: TrafficConfig = Field(default_factory=TrafficConfig)     # configs/traffic.yaml
 
     @model_validator(mode="after")
     def _references_exist(self) -> Settings:

@@ -23,6 +23,7 @@ from core_agent.api.openai_protocol import (
     UsageInfo,
 )
 from core_agent.orchestration.chat_service import BadChatRequest, ChatFailed, ChatRun, ChatTurn
+from core_agent.orchestration import traffic
 from lora_manager.naming import split_model
 from workers.images import BadImage, decode_data_url
 from configs.contracts.tasks import Attachment, ChatMessage, GenerationParams, TaskResult
@@ -62,6 +63,17 @@ def _attachments(messages: list[ChatMessage], state: AppState) -> tuple[list[Cha
                 raise BadChatRequest(f"content part type '{part.get('type')}' is not supported; use text or image_url")
         cleaned.append(ChatMessage(role=message.role, content=message.text()))
     return cleaned, attachments
+
+
+def _with_traffic(turn: ChatTurn, body: ChatCompletionRequest, request: Request) -> ChatTurn:
+    """What the request says about memory and priority (body fields win over headers)."""
+    try:
+        turn.memory = traffic.parse_memory(body.memory, request.headers.get(traffic.MEMORY_HEADER))
+        turn.priority = traffic.parse_priority(body.priority, request.headers.get(traffic.PRIORITY_HEADER))
+    except traffic.BadTrafficOption as exc:
+        raise BadChatRequest(str(exc)) from None
+    turn.client = request.headers.get(traffic.CLIENT_HEADER)
+    return turn
 
 
 def _turn(body: ChatCompletionRequest, state: AppState, conversation_header: str | None) -> ChatTurn:
@@ -123,7 +135,7 @@ async def chat_completions(
     state = get_state(request)
     run: ChatRun | None = None
     try:
-        run = await state.chat.start(_turn(body, state, x_conversation_id))
+        run = await state.chat.start(_with_traffic(_turn(body, state, x_conversation_id), body, request))
         if body.stream:
             first = await run.first_piece()
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
