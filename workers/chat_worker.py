@@ -12,7 +12,7 @@ from configs.contracts.errors import BackendError
 from workers.backends.registry import chat_backend
 from workers.celery_app import app
 from workers.events import EventPublisher
-from configs.contracts.tasks import ChatTask, StepTask, TaskResult, Usage
+from configs.contracts.tasks import ChatTask, StepTask, TaskResult, ToolCall, Usage
 from workers.published_task import published_task
 from workers.runtime import models_to_preload, settings
 from workers.step_prompts import step_messages
@@ -40,7 +40,12 @@ def run_chat(task: ChatTask, publisher: EventPublisher) -> TaskResult:
     backend = chat_backend(settings(), task.model)
     parts: list[str] = []
     finish, usage = "stop", Usage()
+    tool_calls: list[ToolCall] = []
+    logprobs: list[dict[str, Any]] | None = [] if task.params.logprobs else None
     for delta in backend.stream(task.messages, task.params):
+        tool_calls.extend(delta.tool_calls)
+        if logprobs is not None and delta.logprobs:
+            logprobs.extend(delta.logprobs)
         if delta.text:
             parts.append(delta.text)
             if task.stream:
@@ -52,7 +57,8 @@ def run_chat(task: ChatTask, publisher: EventPublisher) -> TaskResult:
         if delta.usage:
             usage = delta.usage
     return TaskResult(text="".join(parts), finish_reason=finish, model=task.model, adapter=task.params.adapter,
-                      usage=usage, attempt=publisher.attempt, seconds=time.perf_counter() - started)
+                      usage=usage, attempt=publisher.attempt, seconds=time.perf_counter() - started,
+                      tool_calls=tool_calls, logprobs=logprobs)
 
 
 @published_task("chat.generate")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from configs.contracts.errors import ErrorInfo
 
@@ -33,15 +33,53 @@ def cancel_key(task_id: str) -> str:
     return f"{CANCEL_KEY_PREFIX}{task_id}"
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str          # a JSON object as a string (OpenAI's wire format)
+
+
+class ToolCall(BaseModel):
+    """A function call the model asks the client to run (OpenAI's `tool_calls` item)."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant", "tool"]
-    # A string, or OpenAI content parts (text / image_url) for vision requests.
-    content: str | list[dict[str, Any]]
+    # A string, or OpenAI content parts (text / image_url) for vision requests; None for
+    # an assistant message that only carries tool calls.
+    content: str | list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCall] | None = None     # assistant: the calls it made
+    tool_call_id: str | None = None              # tool: which call this result answers
+    name: str | None = None
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def _developer_is_system(cls, role: Any) -> Any:
+        # OpenAI's "developer" role is the system prompt of newer models.
+        return "system" if role == "developer" else role
+
+    @model_validator(mode="after")
+    def _content_or_calls(self) -> "ChatMessage":
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError(f"a '{self.role}' message needs content (only an assistant message "
+                             "with tool_calls may have content null)")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a 'tool' message needs tool_call_id (the id of the call it answers)")
+        return self
 
     def text(self) -> str:
+        if self.content is None:
+            return ""
         if isinstance(self.content, str):
             return self.content
         return "".join(p.get("text", "") for p in self.content if p.get("type") == "text")
+
+    def wire(self) -> dict[str, Any]:
+        """The OpenAI wire form (fields that are not set are left out)."""
+        return self.model_dump(exclude_none=True)
 
 
 class GenerationParams(BaseModel):
@@ -56,6 +94,18 @@ class GenerationParams(BaseModel):
     adapter: str | None = None
     # Qwen3 thinking (vLLM chat_template_kwargs.enable_thinking); None = model default.
     thinking: bool | None = None
+    # OpenAI tool calling: function tools ({"type": "function", "function": {name,
+    # description, parameters}}), "none" | "auto" | "required" | {"type": "function",
+    # "function": {"name": ...}}, and whether several calls may come in one answer.
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    # Sampling controls every backend honours (llama.cpp and vLLM both have them).
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
 
 
 class ChatTask(BaseModel):
@@ -84,6 +134,10 @@ class TaskResult(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     attempt: int = 1
     seconds: float = 0.0
+    # Function calls the model made (finish_reason "tool_calls"); arguments are JSON strings.
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    # OpenAI-shaped per-token logprobs ({"token", "logprob", "bytes", "top_logprobs"}), if asked.
+    logprobs: list[dict[str, Any]] | None = None
     # Worker-specific details (sandbox exit code, OCR boxes, vector sizes, ...).
     data: dict[str, Any] = Field(default_factory=dict)
     # Who ran it and when (wall clock), filled in by the worker's task wrapper.

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+# Starlette's class, not FastAPI's subclass: unknown routes (404) and wrong methods (405)
+# are raised by the router as Starlette's, and must get the same envelope.
+from starlette.exceptions import HTTPException
 
 from core_agent.api.openai_protocol import ErrorBody, ErrorResponse
 
@@ -28,10 +31,25 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def _http_message(request: Request, exc: HTTPException) -> str:
+    """The router's bare "Not Found" / "Method Not Allowed" say which route and what to do."""
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        return f"no route {request.method} {request.url.path}; see /docs for the routes this API has"
+    if exc.status_code == 405 and exc.detail == "Method Not Allowed":
+        headers = {k.lower(): v for k, v in (getattr(exc, "headers", None) or {}).items()}
+        allowed = headers.get("allow", "")
+        return f"{request.method} is not allowed on {request.url.path}" + (f"; use {allowed}" if allowed else "")
+    return str(exc.detail)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        return error_response(exc.status_code, _http_message(request, exc), _HTTP_CODES.get(exc.status_code),
+                              headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

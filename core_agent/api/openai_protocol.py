@@ -9,10 +9,11 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core_agent.api.openai_params import refuse_unsupported
 from core_agent.orchestration.plans import Plan
-from configs.contracts.tasks import ChatMessage
+from configs.contracts.tasks import ChatMessage, ToolCall
 
 
 class StreamOptions(BaseModel):
@@ -20,9 +21,9 @@ class StreamOptions(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    # Unknown OpenAI fields (logprobs, tools, ...) are accepted and ignored rather
-    # than breaking clients that always send them.
-    model_config = ConfigDict(extra="ignore")
+    # No silent ignoring: a field we do not honour is refused with a 400 that names it
+    # (core_agent/api/openai_params.py).
+    model_config = ConfigDict(extra="allow")
 
     model: str | None = None
     messages: list[ChatMessage] = Field(min_length=1)
@@ -36,7 +37,17 @@ class ChatCompletionRequest(BaseModel):
     seed: int | None = None
     n: int = 1
     response_format: dict[str, Any] | None = None
-    user: str | None = None
+    user: str | None = None                         # end-user id; recorded nowhere (one owner)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list[dict[str, Any]] | None = None   # legacy form of tools
+    function_call: str | dict[str, Any] | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
     # --- extensions ---
     conversation_id: str | None = None
     adapter: str | None = None
@@ -46,6 +57,11 @@ class ChatCompletionRequest(BaseModel):
     allow_code_execution: bool = False              # also needs sandbox.enabled
     memory: str | None = None                       # on | read | off (configs/traffic.yaml has the defaults)
     priority: str | None = None                     # interactive | background (lane of the answer)
+
+    @model_validator(mode="after")
+    def _no_unknown_fields(self) -> "ChatCompletionRequest":
+        refuse_unsupported(self.model_extra, "chat.completions")
+        return self
 
     @field_validator("n")
     @classmethod
@@ -68,13 +84,20 @@ class UsageInfo(BaseModel):
 
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCall] | None = None
+    function_call: dict[str, str] | None = None     # legacy `functions` requests
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[dict[str, Any]] | None = None
 
 
 class Choice(BaseModel):
     index: int = 0
     message: ResponseMessage
     finish_reason: str | None = "stop"
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionResponse(BaseModel):
@@ -93,12 +116,15 @@ class ChatCompletionResponse(BaseModel):
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None   # {index, id?, type?, function: {name?, arguments}}
+    function_call: dict[str, str] | None = None
 
 
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: DeltaMessage
     finish_reason: str | None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(BaseModel):

@@ -19,9 +19,9 @@ from core_agent.api.openai_protocol import (
     DeltaMessage,
     ModelCard,
     ModelList,
-    ResponseMessage,
     UsageInfo,
 )
+from core_agent.api import openai_tools_wire as tools_wire
 from core_agent.orchestration.chat_service import BadChatRequest, ChatFailed, ChatRun, ChatTurn
 from core_agent.orchestration import traffic
 from lora_manager.naming import split_model
@@ -48,7 +48,7 @@ def _attachments(messages: list[ChatMessage], state: AppState) -> tuple[list[Cha
     attachments: list[Attachment] = []
     cleaned: list[ChatMessage] = []
     for message in messages:
-        if isinstance(message.content, str):
+        if not isinstance(message.content, list):
             cleaned.append(message)
             continue
         for part in message.content:
@@ -61,7 +61,7 @@ def _attachments(messages: list[ChatMessage], state: AppState) -> tuple[list[Cha
                 attachments.append(Attachment(data_url=url, name=f"image-{len(attachments) + 1}"))
             elif part.get("type") != "text":
                 raise BadChatRequest(f"content part type '{part.get('type')}' is not supported; use text or image_url")
-        cleaned.append(ChatMessage(role=message.role, content=message.text()))
+        cleaned.append(message.model_copy(update={"content": message.text()}))
     return cleaned, attachments
 
 
@@ -80,7 +80,7 @@ def _turn(body: ChatCompletionRequest, state: AppState, conversation_header: str
     params = GenerationParams(
         max_tokens=body.max_completion_tokens or body.max_tokens, temperature=body.temperature,
         top_p=body.top_p, stop=body.stop_list(), seed=body.seed,
-        response_format=body.response_format, adapter=body.adapter,
+        response_format=body.response_format, adapter=body.adapter, **tools_wire.tool_fields(body),
     )
     messages, attachments = _attachments(body.messages, state)
     # "model": "core:sport" names the base model and an adapter in one field.
@@ -100,7 +100,7 @@ def _sse(chunk: ChatCompletionChunk | dict) -> str:
     return f"data: {data}\n\n"
 
 
-async def _sse_stream(run: ChatRun, first: str | None, include_usage: bool) -> AsyncIterator[str]:
+async def _sse_stream(run: ChatRun, first: str | None, include_usage: bool, legacy: bool = False) -> AsyncIterator[str]:
     def chunk(**delta: str) -> ChatCompletionChunk:
         return ChatCompletionChunk(id=f"chatcmpl-{run.task_id}", model=run.model,
                                    choices=[ChunkChoice(delta=DeltaMessage(**delta))])
@@ -109,16 +109,21 @@ async def _sse_stream(run: ChatRun, first: str | None, include_usage: bool) -> A
     if first:
         yield _sse(chunk(content=first))
     try:
-        async for piece in run.pieces():
-            yield _sse(chunk(content=piece))
+        if first is not None:  # None: the answer already ended (no text, e.g. only tool calls)
+            async for piece in run.pieces():
+                yield _sse(chunk(content=piece))
         result = await run.result()
     except ChatFailed as exc:
         # The status line is already sent; report the failure in-band, as OpenAI does.
         yield _sse({"error": {"message": exc.info.message, "type": exc.info.code, "code": exc.info.status}})
         yield "data: [DONE]\n\n"
         return
+    for delta in tools_wire.tool_call_deltas(result, legacy):
+        yield _sse(ChatCompletionChunk(id=f"chatcmpl-{run.task_id}", model=run.model,
+                                       choices=[ChunkChoice(delta=delta)]))
     final = ChatCompletionChunk(id=f"chatcmpl-{run.task_id}", model=run.model,
-                                choices=[ChunkChoice(delta=DeltaMessage(), finish_reason=result.finish_reason)])
+                                choices=[ChunkChoice(delta=DeltaMessage(), logprobs=tools_wire.choice_logprobs(result),
+                                                     finish_reason=tools_wire.finish_reason(result, legacy))])
     yield _sse(final)
     if include_usage:
         yield _sse(ChatCompletionChunk(id=f"chatcmpl-{run.task_id}", model=run.model, choices=[],
@@ -139,7 +144,8 @@ async def chat_completions(
         if body.stream:
             first = await run.first_piece()
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(_sse_stream(run, first, include_usage), media_type="text/event-stream",
+            return StreamingResponse(_sse_stream(run, first, include_usage, tools_wire.is_legacy(body)),
+                                     media_type="text/event-stream",
                                      headers={**_run_headers(run), "Cache-Control": "no-cache"})
         result = await run.result()
     except ChatFailed as exc:
@@ -147,7 +153,9 @@ async def chat_completions(
         return error_response(exc.info.status, exc.info.message, exc.info.code, headers=headers)
     response = ChatCompletionResponse(
         id=f"chatcmpl-{run.task_id}", model=run.model,
-        choices=[Choice(message=ResponseMessage(content=result.text), finish_reason=result.finish_reason)],
+        choices=[Choice(message=tools_wire.response_message(result, tools_wire.is_legacy(body)),
+                        finish_reason=tools_wire.finish_reason(result, tools_wire.is_legacy(body)),
+                        logprobs=tools_wire.choice_logprobs(result))],
         usage=_usage(result), conversation_id=run.conversation_id, task_id=run.task_id, sources=run.sources,
     )
     return JSONResponse(response.model_dump(), headers=_run_headers(run))
@@ -157,3 +165,13 @@ async def chat_completions(
 async def list_models(request: Request) -> ModelList:
     state = get_state(request)
     return ModelList(data=[ModelCard(id=name) for name in state.settings.models])
+
+
+@router.get("/models/{model_id:path}", response_model=ModelCard)
+async def get_model(model_id: str, request: Request):
+    state = get_state(request)
+    base, _adapter = split_model(model_id)
+    if base not in state.settings.models:
+        return error_response(404, f"model '{model_id}' does not exist. Available: {sorted(state.settings.models)}",
+                              "model_not_found")
+    return ModelCard(id=model_id)

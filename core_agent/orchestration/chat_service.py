@@ -26,6 +26,7 @@ from core_agent.orchestration.plans import InvalidPlan, Plan
 from core_agent.orchestration.router import ROUTE_PROMPT, ROUTE_SCHEMA, Mode, Router
 from core_agent.orchestration import traffic
 from configs.traffic_schema import MemoryMode
+from core_agent.orchestration import tool_calls
 from core_agent.stores.task_store import TaskStore
 from lora_manager.errors import AdapterError
 from lora_manager.policy import AdapterGate
@@ -252,7 +253,7 @@ class ChatService:
             cid, existing = self._unstored_conversation(turn)
         prompt = self._capped(turn, self._prompt(turn, cid, existing and policy.reads_memory))
         task_id = uuid.uuid4().hex
-        if policy.stores_turn:
+        if policy.stores_turn and not (existing and tool_calls.continues_tool_calls(turn.messages)):
             self.store.append(cid, "user", question, task_id=task_id, model=turn.model,
                               meta={"images": len(turn.attachments)} if turn.attachments else None)
         run = ChatRun(task_id=task_id, conversation_id=cid, model=turn.model)
@@ -312,6 +313,8 @@ class ChatService:
         status, error = "failed", None
         try:
             mode = "plan" if turn.plan is not None else turn.mode  # an explicit plan is run as given
+            if tool_calls.calls_tools(turn.params):
+                mode = "direct"  # the client's agent plans; the model must see its tools
             decision = await self.router.decide(question, mode, bool(turn.attachments), self._ask_route)
             await self.tasks.create(run.task_id, run.conversation_id, decision.route, turn.source, decision.reason)
             messages, failed = prompt, None
@@ -328,12 +331,16 @@ class ChatService:
             task = ChatTask(model=turn.model, messages=messages, params=self._params(turn), stream=True)
             await self.dispatcher.submit("chat.generate", task.model_dump(), task_id=answer_id, queue=policy.queue)
             result = await self._follow(run, answer_id, policy.queue)
+            checked = tool_calls.checked(result, turn.params)
+            if isinstance(checked, ErrorInfo):
+                raise ChatFailed(checked)
+            result = checked
             if failed:
                 # The owner must learn what failed even if the model glosses over it.
                 note = f"\n\n[Not everything worked: {failed}]"
                 run._pieces.put_nowait(note)
                 result = result.model_copy(update={"text": result.text + note})
-            if policy.stores_turn:
+            if policy.stores_turn and tool_calls.stores_answer(result):
                 self.store.append(run.conversation_id, "assistant", result.text, task_id=run.task_id,
                                   model=run.model, meta={"usage": result.usage.model_dump(),
                                                          "finish_reason": result.finish_reason,

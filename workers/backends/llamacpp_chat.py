@@ -14,6 +14,8 @@ from typing import Any, Iterator
 from configs.model_files import resolve_gguf_path
 from configs.schema import ChatModelConfig, Settings
 from workers.backends.base import ChatDelta
+from workers.backends.llamacpp_logprobs import LogitBias, LogprobRecorder
+from workers.backends.llamacpp_tools import ToolRequest, grammar_text, looks_like_call, parse_calls, render_messages
 from configs.contracts.errors import BadGenerationRequest, ModelUnavailable
 from configs.contracts.tasks import ChatMessage, GenerationParams, Usage
 
@@ -81,7 +83,7 @@ class LlamaCppChat:
         if settings.adapters.preload or any(r.pinned for r in settings_glue.registry(settings).list()):
             self.adapters  # noqa: B018 - building the runtime loads them (errors are logged there)
 
-    def _generation_kwargs(self, params: GenerationParams) -> dict[str, Any]:
+    def _generation_kwargs(self, params: GenerationParams, tools: ToolRequest | None = None) -> dict[str, Any]:
         cfg = self.config
         kwargs: dict[str, Any] = dict(
             max_tokens=params.max_tokens or cfg.max_tokens,
@@ -90,10 +92,33 @@ class LlamaCppChat:
             stop=params.stop or [],
             seed=params.seed,
         )
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(params, name) is not None:
+                kwargs[name] = getattr(params, name)
+        if params.logit_bias:
+            kwargs["logits_processor"] = [LogitBias(self._token_bias(params.logit_bias))]
         fmt = _llama_response_format(params.response_format)
-        if fmt:
+        if tools is not None:
+            if fmt:
+                raise BadGenerationRequest("response_format cannot be combined with tools on a llama.cpp model "
+                                           "(both constrain the answer); send one, or tool_choice \"none\"")
+            from llama_cpp import LlamaGrammar
+
+            kwargs["grammar"] = LlamaGrammar.from_string(grammar_text(tools), verbose=False)
+        elif fmt:
             kwargs["response_format"] = fmt
         return kwargs
+
+    def _token_bias(self, bias: dict[str, float]) -> dict[int, float]:
+        """OpenAI logit_bias (token id -> -100..100) checked against this vocabulary."""
+        vocab = self.llama.n_vocab()
+        out: dict[int, float] = {}
+        for key, value in bias.items():
+            if not str(key).lstrip("-").isdigit() or not 0 <= int(key) < vocab:
+                raise BadGenerationRequest(f"logit_bias: {key!r} is not a token id of model '{self.model_name}' "
+                                           f"(0..{vocab - 1})")
+            out[int(key)] = float(value)
+        return out
 
     @property
     def adapters(self) -> Any:
@@ -108,18 +133,29 @@ class LlamaCppChat:
 
     def stream(self, messages: list[ChatMessage], params: GenerationParams) -> Iterator[ChatDelta]:
         llm = self.llama
-        kwargs = self._generation_kwargs(params)
-        payload = [m.model_dump() for m in messages]
+        tools = ToolRequest.from_params(params)
+        kwargs = self._generation_kwargs(params, tools)
+        payload = render_messages(messages, tools)
+        recorder = LogprobRecorder(llm, params.top_logprobs or 0) if params.logprobs else None
+        if recorder is not None:
+            kwargs["logits_processor"] = [*kwargs.get("logits_processor", []), recorder]
         with self._lock:
             # The adapter is switched only under the lock: one request at a time runs on
             # this context, under exactly the adapter it asked for (or none).
             adapters = self.adapters if params.adapter else self._adapters
             serving = adapters.serving(params.adapter) if adapters is not None else nullcontext()
             with serving:
-                yield from self._generate(llm, payload, kwargs)
+                yield from self._generate(llm, payload, kwargs, tools, recorder)
 
-    def _generate(self, llm: Any, payload: list[dict], kwargs: dict[str, Any]) -> Iterator[ChatDelta]:
-        """Run one generation on the (already locked, adapter-set) context."""
+    def _generate(self, llm: Any, payload: list[dict], kwargs: dict[str, Any], tools: ToolRequest | None = None,
+                  recorder: LogprobRecorder | None = None) -> Iterator[ChatDelta]:
+        """Run one generation on the (already locked, adapter-set) context.
+
+        With tools, text is held back while it may be a tool call: always for
+        "required", and for "auto" until the first visible character shows which
+        branch of the grammar the model took (see llamacpp_tools)."""
+        holding = tools is not None
+        decided = tools is None or tools.mode == "required"
         try:
             chunks = llm.create_chat_completion(messages=payload, stream=True, **kwargs)
             text_parts: list[str] = []
@@ -129,9 +165,27 @@ class LlamaCppChat:
                 piece = choice.get("delta", {}).get("content") or ""
                 if piece:
                     text_parts.append(piece)
-                    yield ChatDelta(text=piece)
+                    if not decided and "".join(text_parts).strip():
+                        decided = True
+                        holding = looks_like_call("".join(text_parts))
+                        if not holding:
+                            yield ChatDelta(text="".join(text_parts))
+                    elif not holding:
+                        yield ChatDelta(text=piece)
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
+            if holding:
+                held = "".join(text_parts)
+                calls = parse_calls(held, tools) if tools is not None else []
+                if calls:
+                    finish = "tool_calls"
+                    yield ChatDelta(tool_calls=calls)
+                elif tools is not None and tools.mode == "required":
+                    raise BadGenerationRequest(
+                        f"model '{self.model_name}' did not finish a valid tool call within "
+                        f"max_tokens={kwargs['max_tokens']} (finish_reason {finish}). Fix: raise max_tokens.")
+                elif held:
+                    yield ChatDelta(text=held)
         except ValueError as exc:
             # llama-cpp-python raises ValueError for prompts longer than n_ctx.
             raise BadGenerationRequest(
@@ -140,4 +194,6 @@ class LlamaCppChat:
             ) from exc
         completion = len(llm.tokenize("".join(text_parts).encode(), add_bos=False, special=True)) if text_parts else 0
         prompt = max(0, llm.n_tokens - completion)
-        yield ChatDelta(finish_reason=finish, usage=Usage(prompt_tokens=prompt, completion_tokens=completion))
+        logprobs = recorder.finish("".join(text_parts), finish) if recorder is not None else None
+        yield ChatDelta(finish_reason=finish, usage=Usage(prompt_tokens=prompt, completion_tokens=completion),
+                        logprobs=logprobs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Iterator
 
 import openai
@@ -14,7 +15,7 @@ from lora_manager.metrics import AdapterMetrics
 from lora_manager.residency import Residency
 from workers.backends.base import ChatDelta
 from configs.contracts.errors import BadGenerationRequest, ModelUnavailable, TransientBackendError
-from configs.contracts.tasks import ChatMessage, GenerationParams, Usage
+from configs.contracts.tasks import ChatMessage, FunctionCall, GenerationParams, ToolCall, Usage
 
 
 class OpenAICompatibleChat:
@@ -81,6 +82,13 @@ class OpenAICompatibleChat:
         if params.thinking is not None:
             # vLLM passes this to the chat template (Qwen3's enable_thinking switch).
             kwargs["extra_body"] = {"chat_template_kwargs": {"enable_thinking": params.thinking}}
+        # Passed through as OpenAI defines them: vLLM serves tools with its tool-call
+        # parser ("auto", needs --enable-auto-tool-choice) or structured outputs
+        # ("required" and a named function), and has penalties, logit_bias and logprobs.
+        for name in ("tools", "tool_choice", "parallel_tool_calls", "presence_penalty", "frequency_penalty",
+                     "logit_bias", "logprobs", "top_logprobs"):
+            if getattr(params, name) is not None:
+                kwargs[name] = getattr(params, name)
         return kwargs
 
     def stream(self, messages: list[ChatMessage], params: GenerationParams) -> Iterator[ChatDelta]:
@@ -95,18 +103,23 @@ class OpenAICompatibleChat:
         kwargs = self._request_kwargs(params)
         try:
             chunks = self.client.chat.completions.create(
-                messages=[m.model_dump() for m in messages], stream=True,
+                messages=[m.wire() for m in messages], stream=True,
                 stream_options={"include_usage": True}, **kwargs,
             )
             finish = "stop"
             usage = Usage()
+            calls = ToolCallAssembler()
             for chunk in chunks:
                 if chunk.usage:
                     usage = Usage(prompt_tokens=chunk.usage.prompt_tokens,
                                   completion_tokens=chunk.usage.completion_tokens)
                 for choice in chunk.choices:
-                    if choice.delta and choice.delta.content:
-                        yield ChatDelta(text=choice.delta.content)
+                    logprobs = [t.model_dump() for t in choice.logprobs.content or []] \
+                        if choice.logprobs is not None else None
+                    if choice.delta and (choice.delta.content or logprobs):
+                        yield ChatDelta(text=choice.delta.content or "", logprobs=logprobs)
+                    if choice.delta and choice.delta.tool_calls:
+                        calls.add(choice.delta.tool_calls)
                     if choice.finish_reason:
                         finish = choice.finish_reason
         except openai.APIConnectionError as exc:
@@ -123,4 +136,27 @@ class OpenAICompatibleChat:
             if exc.status_code >= 500:
                 raise TransientBackendError(f"model '{self.model_name}': server error {exc.status_code}: {exc.message}") from exc
             raise BadGenerationRequest(f"model '{self.model_name}': {exc.status_code}: {exc.message}") from exc
+        if calls.calls():
+            yield ChatDelta(tool_calls=calls.calls())
         yield ChatDelta(finish_reason=finish, usage=usage)
+
+
+class ToolCallAssembler:
+    """Joins streamed `delta.tool_calls` fragments (by index) into whole calls."""
+
+    def __init__(self) -> None:
+        self._parts: dict[int, dict[str, str]] = {}
+
+    def add(self, fragments: list[Any]) -> None:
+        for frag in fragments:
+            part = self._parts.setdefault(frag.index, {"id": "", "name": "", "arguments": ""})
+            if frag.id:
+                part["id"] = frag.id
+            if frag.function is not None:
+                part["name"] += frag.function.name or ""
+                part["arguments"] += frag.function.arguments or ""
+
+    def calls(self) -> list[ToolCall]:
+        return [ToolCall(id=p["id"] or f"call_{uuid.uuid4().hex[:24]}",
+                         function=FunctionCall(name=p["name"], arguments=p["arguments"] or "{}"))
+                for _, p in sorted(self._parts.items())]
