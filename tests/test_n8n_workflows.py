@@ -48,7 +48,10 @@ def n8n(tmp_path_factory: pytest.TempPathFactory, hook_stack: Stack) -> N8n:
         {"id": "applianceHookTok", "name": "Appliance hook token (Authorization: Bearer ...)",
          "type": "httpHeaderAuth", "data": {"name": "Authorization", "value": f"Bearer {HOOK_TOKEN}"}},
         {"id": "applianceOpenAi1", "name": "Appliance (OpenAI-compatible)", "type": "openAiApi",
-         "data": {"apiKey": hook_stack.token, "url": f"{hook_stack.url}/v1"}},
+         # The credential's custom header: a tool call per new question (the tiny model
+         # would rarely decide on one by itself; see docs/n8n.md).
+         "data": {"apiKey": hook_stack.token, "url": f"{hook_stack.url}/v1", "header": True,
+                  "headerName": "X-Appliance-Tool-Choice", "headerValue": "required-once"}},
     ])
     return cli
 
@@ -159,3 +162,16 @@ def test_openai_chat_workflow_asks_the_appliance(n8n: N8n, hook_stack: Stack) ->
         conversations = http.get("/conversations", params={"q": question[-10:-2]}).json()
         texts = [m["content"] for c in conversations for m in http.get(f"/conversations/{c['id']}/messages").json()]
     assert question in texts and answer["text"].strip() in [t.strip() for t in texts]
+
+
+def test_ai_agent_runs_its_tool_and_answers(n8n: N8n, hook_stack: Stack) -> None:
+    """n8n's AI Agent with an OpenAI Chat Model (v1.3) and a Code tool: the model's tool
+    call reaches n8n, n8n runs the tool, the result goes back and a final answer comes."""
+    execution = n8n.execute(n8n.import_workflow(shipped("ai-agent-tools.json", hook_stack)))
+    assert error_of(execution) is None, error_of(execution)
+    tool_runs = execution["data"]["resultData"]["runData"].get("get_secret_word", [])
+    assert tool_runs, "the agent never called its tool"
+    tool_output = json.dumps(tool_runs[0]["data"])
+    assert "The secret word is marmalade" in tool_output
+    [answer] = node_output(execution, "AI Agent")
+    assert answer["output"].strip()

@@ -23,7 +23,7 @@ from core_agent.api.openai_protocol import (
 )
 from core_agent.api import openai_tools_wire as tools_wire
 from core_agent.orchestration.chat_service import BadChatRequest, ChatFailed, ChatRun, ChatTurn
-from core_agent.orchestration import traffic
+from core_agent.orchestration import tool_choice_hint, traffic
 from lora_manager.naming import split_model
 from workers.images import BadImage, decode_data_url
 from configs.contracts.tasks import Attachment, ChatMessage, GenerationParams, TaskResult
@@ -70,7 +70,8 @@ def _with_traffic(turn: ChatTurn, body: ChatCompletionRequest, request: Request)
     try:
         turn.memory = traffic.parse_memory(body.memory, request.headers.get(traffic.MEMORY_HEADER))
         turn.priority = traffic.parse_priority(body.priority, request.headers.get(traffic.PRIORITY_HEADER))
-    except traffic.BadTrafficOption as exc:
+        tool_choice_hint.apply(turn.params, turn.messages, request.headers.get(tool_choice_hint.HEADER))
+    except (traffic.BadTrafficOption, tool_choice_hint.BadToolChoiceHint) as exc:
         raise BadChatRequest(str(exc)) from None
     turn.client = request.headers.get(traffic.CLIENT_HEADER)
     return turn
