@@ -18,6 +18,7 @@ from core_agent.api import routes_conversations, routes_health, routes_openai, r
 from core_agent.api import routes_embeddings, routes_memory
 from core_agent.api import routes_webhooks
 from core_agent.api import routes_adapters
+from core_agent.api import routes_responses
 from core_agent.api.body_limit import BodySizeLimit
 from core_agent.api.deps import AppState
 from core_agent.api.errors import install_error_handlers
@@ -69,4 +70,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_embeddings.router)
     app.include_router(routes_webhooks.router)
     app.include_router(routes_adapters.router)
+    app.include_router(routes_responses.router)
     return app
