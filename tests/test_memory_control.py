@@ -145,3 +145,15 @@ def test_unknown_values_are_a_400_naming_the_field(stack: Stack, kwargs: dict, n
     with pytest.raises(openai.BadRequestError) as err:
         chat(stack, "hello", **kwargs)
     assert named in err.value.message and allowed in err.value.message
+
+
+def test_responses_api_takes_the_same_memory_field(stack: Stack) -> None:
+    word = unique_word("respoff")
+    response = stack.openai().responses.create(model="core", input=f"Note {word}.", max_output_tokens=8,
+                                               extra_body={"memory": "off"})
+    assert response.status == "completed"
+    assert word not in all_conversation_text(stack)
+    with pytest.raises(openai.BadRequestError) as err:
+        stack.openai().responses.create(model="core", input="hi", max_output_tokens=8,
+                                        extra_headers={"X-Appliance-Memory": "never"})
+    assert "X-Appliance-Memory" in err.value.message

@@ -164,10 +164,15 @@ def test_openai_chat_workflow_asks_the_appliance(n8n: N8n, hook_stack: Stack) ->
     assert question in texts and answer["text"].strip() in [t.strip() for t in texts]
 
 
-def test_ai_agent_runs_its_tool_and_answers(n8n: N8n, hook_stack: Stack) -> None:
+@pytest.mark.parametrize("responses_api", [True, False], ids=["responses-api", "chat-completions"])
+def test_ai_agent_runs_its_tool_and_answers(n8n: N8n, hook_stack: Stack, responses_api: bool) -> None:
     """n8n's AI Agent with an OpenAI Chat Model (v1.3) and a Code tool: the model's tool
-    call reaches n8n, n8n runs the tool, the result goes back and a final answer comes."""
-    execution = n8n.execute(n8n.import_workflow(shipped("ai-agent-tools.json", hook_stack)))
+    call reaches n8n, n8n runs the tool, the result goes back and a final answer comes.
+    "Use Responses API" on (n8n's default: POST /v1/responses) and off (chat completions)."""
+    wf = shipped("ai-agent-tools.json", hook_stack)
+    model = next(n for n in wf["nodes"] if n["name"] == "Appliance model")
+    model["parameters"]["responsesApiEnabled"] = responses_api
+    execution = n8n.execute(n8n.import_workflow(wf))
     assert error_of(execution) is None, error_of(execution)
     tool_runs = execution["data"]["resultData"]["runData"].get("get_secret_word", [])
     assert tool_runs, "the agent never called its tool"

@@ -23,7 +23,7 @@ from core_agent.api.openai_protocol import (
 )
 from core_agent.api import openai_tools_wire as tools_wire
 from core_agent.orchestration.chat_service import BadChatRequest, ChatFailed, ChatRun, ChatTurn
-from core_agent.orchestration import tool_choice_hint, traffic
+from core_agent.api.request_options import with_request_options
 from lora_manager.naming import split_model
 from workers.images import BadImage, decode_data_url
 from configs.contracts.tasks import Attachment, ChatMessage, GenerationParams, TaskResult
@@ -63,18 +63,6 @@ def _attachments(messages: list[ChatMessage], state: AppState) -> tuple[list[Cha
                 raise BadChatRequest(f"content part type '{part.get('type')}' is not supported; use text or image_url")
         cleaned.append(message.model_copy(update={"content": message.text()}))
     return cleaned, attachments
-
-
-def _with_traffic(turn: ChatTurn, body: ChatCompletionRequest, request: Request) -> ChatTurn:
-    """What the request says about memory and priority (body fields win over headers)."""
-    try:
-        turn.memory = traffic.parse_memory(body.memory, request.headers.get(traffic.MEMORY_HEADER))
-        turn.priority = traffic.parse_priority(body.priority, request.headers.get(traffic.PRIORITY_HEADER))
-        tool_choice_hint.apply(turn.params, turn.messages, request.headers.get(tool_choice_hint.HEADER))
-    except (traffic.BadTrafficOption, tool_choice_hint.BadToolChoiceHint) as exc:
-        raise BadChatRequest(str(exc)) from None
-    turn.client = request.headers.get(traffic.CLIENT_HEADER)
-    return turn
 
 
 def _turn(body: ChatCompletionRequest, state: AppState, conversation_header: str | None) -> ChatTurn:
@@ -141,7 +129,7 @@ async def chat_completions(
     state = get_state(request)
     run: ChatRun | None = None
     try:
-        run = await state.chat.start(_with_traffic(_turn(body, state, x_conversation_id), body, request))
+        run = await state.chat.start(with_request_options(_turn(body, state, x_conversation_id), body, request))
         if body.stream:
             first = await run.first_piece()
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
