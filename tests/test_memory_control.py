@@ -151,7 +151,7 @@ def test_responses_api_takes_the_same_memory_field(stack: Stack) -> None:
     word = unique_word("respoff")
     response = stack.openai().responses.create(model="core", input=f"Note {word}.", max_output_tokens=8,
                                                extra_body={"memory": "off"})
-    assert response.status == "completed"
+    assert response.status in ("completed", "incomplete") and response.output_text  # answered (8 tokens)
     assert word not in all_conversation_text(stack)
     with pytest.raises(openai.BadRequestError) as err:
         stack.openai().responses.create(model="core", input="hi", max_output_tokens=8,
