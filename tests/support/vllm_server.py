@@ -180,6 +180,11 @@ class VllmServer:
         self.stop()
 
 
+# The production core server's tool calling (compose.yaml): "auto" needs a parser;
+# "required" and a named function use structured outputs and work with any model.
+TOOL_CALL_ARGS = ("--enable-auto-tool-choice", "--tool-call-parser", "hermes")
+
+
 def lora_server_args(max_loras: int = 2, max_lora_rank: int = 16) -> tuple[tuple[str, ...], dict[str, str]]:
     """Arguments and environment of a server that loads LoRA adapters at runtime."""
     args = ("--enable-lora", "--max-loras", str(max_loras), "--max-lora-rank", str(max_lora_rank))
@@ -193,7 +198,7 @@ def running_vllm(model_dir: Path | None = None, progress: Progress = print, **kw
     if reason:
         raise RuntimeError(reason)
     args, env = lora_server_args()
-    server = VllmServer(model_dir=model_dir or wait_for_tiny_model_dir(progress), extra_args=args,
+    server = VllmServer(model_dir=model_dir or wait_for_tiny_model_dir(progress), extra_args=args + TOOL_CALL_ARGS,
                         extra_env=env, progress=progress, **kwargs)
     with server:
         yield server
@@ -231,7 +236,8 @@ def vllm_server(request: pytest.FixtureRequest) -> Iterator[VllmServer]:
     if _session_server is None:
         say = _say(request.config)
         args, env = lora_server_args()
-        server = VllmServer(model_dir=wait_for_tiny_model_dir(say), extra_args=args, extra_env=env, progress=say)
+        server = VllmServer(model_dir=wait_for_tiny_model_dir(say), extra_args=args + TOOL_CALL_ARGS, extra_env=env,
+                            progress=say)
         server.start()
         _session_server = server
         request.session.config.add_cleanup(server.stop)
