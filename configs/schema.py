@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from configs.traffic_schema import TrafficConfig
 from configs.webhooks_schema import WebhooksConfig
 
 QueueName = Literal["chat", "code", "embed", "vision", "rag"]
@@ -355,6 +356,7 @@ class Settings(StrictModel):
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)  # configs/webhooks.yaml
     adapters: AdaptersConfig = Field(default_factory=AdaptersConfig)  # configs/adapters.yaml
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    traffic: TrafficConfig = Field(default_factory=TrafficConfig)     # configs/traffic.yaml
 
     @model_validator(mode="after")
     def _references_exist(self) -> Settings:

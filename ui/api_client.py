@@ -40,7 +40,8 @@ def sse_data(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
 class ApiClient:
     def __init__(self, base_url: str, token: str, timeout: float = 300.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {token}"}
+        # X-Appliance-Client: the API applies the UI's memory default (configs/traffic.yaml).
+        self.headers = {"Authorization": f"Bearer {token}", "X-Appliance-Client": "ui"}
         self.timeout = timeout
 
     def _unreachable(self, exc: Exception) -> ApiError:

@@ -25,7 +25,8 @@ def create_celery_app(settings: Settings) -> Celery:
     celery = Celery("appliance", broker=settings.redis_url, backend=settings.redis_url,
                     include=TASK_MODULES)
     celery.conf.update(
-        task_queues=[Queue(name) for name in QUEUE_NAMES],
+        # chat_bg: the background lane of the chat queue (configs/traffic.yaml).
+        task_queues=[Queue(name) for name in (*QUEUE_NAMES, "chat_bg")],
         task_default_queue="chat",
         task_routes={f"{name}.*": {"queue": name} for name in QUEUE_NAMES},
         task_serializer="json",

@@ -55,6 +55,8 @@ class ChatCompletionRequest(BaseModel):
     mode: Literal["auto", "direct", "plan"] = "auto"
     plan: Plan | None = None                        # run these steps instead of asking the planner
     allow_code_execution: bool = False              # also needs sandbox.enabled
+    memory: str | None = None                       # on | read | off (configs/traffic.yaml has the defaults)
+    priority: str | None = None                     # interactive | background (lane of the answer)
 
     @model_validator(mode="after")
     def _no_unknown_fields(self) -> "ChatCompletionRequest":

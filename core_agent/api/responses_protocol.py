@@ -44,6 +44,8 @@ class ResponsesRequest(BaseModel):
     adapter: str | None = None
     profile: str | None = None
     mode: Literal["auto", "direct", "plan"] = "auto"
+    memory: str | None = None        # on | read | off (core_agent/api/request_options.py)
+    priority: str | None = None      # interactive | background
 
     @model_validator(mode="after")
     def _no_unknown_fields(self) -> "ResponsesRequest":

@@ -23,6 +23,7 @@ from core_agent.api.openai_protocol import (
 )
 from core_agent.api import openai_tools_wire as tools_wire
 from core_agent.orchestration.chat_service import BadChatRequest, ChatFailed, ChatRun, ChatTurn, Thought
+from core_agent.api.request_options import with_request_options
 from lora_manager.naming import split_model
 from configs.contracts.images import BadImage, decode_data_url
 from configs.contracts.tasks import Attachment, ChatMessage, GenerationParams, TaskResult
@@ -133,7 +134,7 @@ async def chat_completions(
     state = get_state(request)
     run: ChatRun | None = None
     try:
-        run = await state.chat.start(_turn(body, state, x_conversation_id))
+        run = await state.chat.start(with_request_options(_turn(body, state, x_conversation_id), body, request))
         if body.stream:
             first = await run.first_piece()
             include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -19,6 +19,7 @@ from core_agent.api.deps import AppState, get_state, require_owner
 from core_agent.api.errors import error_response
 from core_agent.api.responses_protocol import BadResponsesInput, ResponsesRequest
 from core_agent.api.routes_openai import _attachments
+from core_agent.api.request_options import with_request_options
 from core_agent.orchestration.chat_service import BadChatRequest, ChatFailed, ChatRun, ChatTurn
 from core_agent.orchestration.tool_calls import ToolCallsRefused, calls_tools
 from configs.contracts.tasks import ChatMessage, GenerationParams, TaskResult
@@ -192,7 +193,7 @@ async def create_response(body: ResponsesRequest, request: Request,
     run: ChatRun | None = None
     try:
         turn, messages = await _turn(body, state, x_conversation_id)
-        run = await state.chat.start(turn)
+        run = await state.chat.start(with_request_options(turn, body, request))
         if body.stream:
             first = await run.first_piece()
             return StreamingResponse(_stream(body, run, first, state, messages), media_type="text/event-stream",

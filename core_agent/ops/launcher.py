@@ -89,7 +89,22 @@ def worker_argv(settings: Settings, queue: str, node_name: str | None = None) ->
 
 def worker_env(settings: Settings, queue: str) -> dict[str, str]:
     # Chat workers load the default model as their process starts, not on first use.
-    return {"APPLIANCE_PRELOAD_MODELS": settings.default_model} if queue == "chat" else {}
+    return {"APPLIANCE_PRELOAD_MODELS": settings.default_model} if queue in ("chat", "chat_bg") else {}
+
+
+def background_chat_service(settings: Settings) -> Service | None:
+    """The worker of the chat queue's background lane (configs/traffic.yaml), at a lower
+    CPU priority so that the owner's chat keeps the cores; None when there is no lane."""
+    cfg = settings.traffic
+    if cfg.background_queue == "chat" or not cfg.background_worker.enabled or not settings.workers["chat"].enabled:
+        return None
+    pool = cfg.background_worker
+    argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+            "-Q", cfg.background_queue, "-c", str(pool.concurrency), "-P", pool.pool,
+            "-n", f"{cfg.background_queue}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+    return Service(name=f"worker-{cfg.background_queue}", argv=["nice", "-n", str(pool.nice), *argv],
+                   env=worker_env(settings, cfg.background_queue),
+                   healthy=lambda: worker_ok(settings, cfg.background_queue))
 
 
 def services(settings: Settings) -> list[Service]:
@@ -106,6 +121,9 @@ def services(settings: Settings) -> list[Service]:
             out.append(Service(name=f"worker-{queue}", argv=worker_argv(settings, queue),
                                env=worker_env(settings, queue),
                                healthy=lambda q=queue: worker_ok(settings, q)))
+    background = background_chat_service(settings)
+    if background is not None:
+        out.append(background)
     out.append(Service(
         name="api",
         argv=[sys.executable, "-m", "uvicorn", "core_agent.api.app:create_app", "--factory",

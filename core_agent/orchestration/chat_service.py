@@ -26,6 +26,8 @@ from core_agent.orchestration.plan_runner import PlanRunner, StepContext
 from core_agent.orchestration.planner import Planner
 from core_agent.orchestration.plans import InvalidPlan, Plan
 from core_agent.orchestration.router import ROUTE_PROMPT, ROUTE_SCHEMA, Mode, Router
+from core_agent.orchestration import traffic
+from configs.traffic_schema import MemoryMode
 from core_agent.orchestration import tool_calls
 from core_agent.stores.task_store import TaskStore
 from lora_manager.errors import AdapterError
@@ -98,6 +100,11 @@ class ChatTurn:
     attachments: list[Attachment] = field(default_factory=list)
     plan: Plan | None = None               # an explicit plan from the request
     explicit_adapter: str | None = None    # the adapter the request named, before policy
+    # What the request asked for (None = the request class's default, configs/traffic.yaml).
+    memory: MemoryMode | None = None
+    priority: traffic.Priority | None = None
+    client: str | None = None              # X-Appliance-Client ("ui" for the Streamlit UI)
+    policy: traffic.TurnPolicy | None = None  # resolved by ChatService.start
 
 
 @dataclass(frozen=True)
@@ -236,16 +243,33 @@ class ChatService:
             raise ChatFailed(exc.info()) from None
         turn.params = turn.params.model_copy(update={"adapter": chosen.adapter})
 
+    def _unstored_conversation(self, turn: ChatTurn) -> tuple[str, bool]:
+        """A turn that is not stored creates no conversation: the client's id (if any) is
+        echoed, otherwise a fresh one that exists nowhere."""
+        cid = turn.conversation_id
+        if cid is None:
+            return uuid.uuid4().hex, False
+        if not CONVERSATION_ID_RE.match(cid):
+            raise BadChatRequest("conversation_id must be 1-128 characters of letters, digits and _.:- "
+                                 f"(got {cid[:40]!r})")
+        return cid, self.store.exists(cid)
+
     async def start(self, turn: ChatTurn) -> ChatRun:
         self._check(turn)
+        cls = traffic.classify(turn.source, turn.client, turn.priority, turn.messages, self.settings.traffic)
+        policy = turn.policy = traffic.policy_for(cls, turn.memory, self.settings.traffic)
         turn.explicit_adapter = turn.params.adapter
         self._gate_adapter(turn)
         question = next(m.text() for m in reversed(turn.messages) if m.role == "user")
         # SQLite runs in a thread: the event loop never waits on the disk.
-        cid, existing = await asyncio.to_thread(self._conversation_for, turn, question)
-        prompt = self._capped(turn, await asyncio.to_thread(self._prompt, turn, cid, existing))
+        if policy.stores_turn:
+            cid, existing = await asyncio.to_thread(self._conversation_for, turn, question)
+        else:
+            cid, existing = await asyncio.to_thread(self._unstored_conversation, turn)
+        prompt = self._capped(turn, await asyncio.to_thread(self._prompt, turn, cid,
+                                                            existing and policy.reads_memory))
         task_id = uuid.uuid4().hex
-        if not (existing and tool_calls.continues_tool_calls(turn.messages)):
+        if policy.stores_turn and not (existing and tool_calls.continues_tool_calls(turn.messages)):
             await asyncio.to_thread(self.store.append, cid, "user", question, task_id=task_id, model=turn.model,
                                     meta={"images": len(turn.attachments)} if turn.attachments else None)
         run = ChatRun(task_id=task_id, conversation_id=cid, model=turn.model)
@@ -324,14 +348,16 @@ class ChatService:
                 run._planning.set()
                 messages, failed = await self._plan_steps(run, turn, question, prompt)
                 answer_id = f"{run.task_id}.answer"
-            if self.memory is not None:
+            policy = turn.policy or traffic.policy_for("owner", turn.memory, self.settings.traffic)
+            if self.memory is not None and policy.reads_memory:
                 recalled = await self.memory.retrieve_context(question, run.conversation_id)
                 run.sources = [s.model_dump() for s in recalled.sources]
                 messages = list(recalled.messages) + messages
             task = ChatTask(model=turn.model, messages=messages, params=self._params(turn), stream=True)
             with tracer().start_as_current_span("answer"):
-                await self.dispatcher.submit("chat.generate", task.model_dump(), task_id=answer_id, queue=CHAT_QUEUE)
-                result = await self._follow(run, answer_id)
+                await self.dispatcher.submit("chat.generate", task.model_dump(), task_id=answer_id,
+                                             queue=policy.queue)
+                result = await self._follow(run, answer_id, policy.queue)
             checked = tool_calls.checked(result, turn.params)
             if isinstance(checked, ErrorInfo):
                 raise ChatFailed(checked)
@@ -341,14 +367,14 @@ class ChatService:
                 note = f"\n\n[Not everything worked: {failed}]"
                 run._pieces.put_nowait(note)
                 result = result.model_copy(update={"text": result.text + note})
-            if tool_calls.stores_answer(result):
+            if policy.stores_turn and tool_calls.stores_answer(result):
                 meta = {"usage": result.usage.model_dump(), "finish_reason": result.finish_reason,
                         "attempt": result.attempt, "sources": run.sources}
                 await asyncio.to_thread(self.store.append, run.conversation_id, "assistant", result.text,
                                         task_id=run.task_id, model=run.model, meta=meta)
             run._outcome.set_result(result)
             status, error = ("failed", failed) if failed else ("succeeded", None)
-            if self.memory is not None:
+            if self.memory is not None and policy.stores_turn:
                 self.memory.kick()  # index the new turns now rather than at the next poll
         except asyncio.CancelledError:
             status, error = "cancelled", "cancelled by the owner"
@@ -372,13 +398,13 @@ class ChatService:
             except Exception:
                 log.exception("could not record the end of task %s", run.task_id)
 
-    async def _follow(self, run: ChatRun, answer_id: str) -> TaskResult:
+    async def _follow(self, run: ChatRun, answer_id: str, queue: str = CHAT_QUEUE) -> TaskResult:
         """Forward the answer's text once, across redeliveries, and return its result."""
         forwarded = 0      # characters already handed to the client
         current = ""       # text of the attempt now running
         attempt = 1
         thought, thought_sent = "", 0  # the same, for the reasoning
-        async for event in self.dispatcher.events(answer_id, CHAT_QUEUE):
+        async for event in self.dispatcher.events(answer_id, queue):
             if event.attempt > attempt:
                 # The worker died and the task was redelivered: the new attempt
                 # regenerates (same seed) and only text beyond what was sent goes out.

@@ -1,0 +1,29 @@
+"""The appliance's per-request options shared by /v1/chat/completions and /v1/responses:
+memory (body `memory` / X-Appliance-Memory), lane (body `priority` / X-Appliance-Priority),
+the client (X-Appliance-Client) and the tool-choice hint (X-Appliance-Tool-Choice).
+A body field wins over its header; a bad value is a 400 naming the field or header."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from fastapi import Request
+
+from core_agent.orchestration import tool_choice_hint, traffic
+from core_agent.orchestration.chat_service import BadChatRequest, ChatTurn
+
+
+class HasOptions(Protocol):
+    memory: str | None
+    priority: str | None
+
+
+def with_request_options(turn: ChatTurn, body: HasOptions, request: Request) -> ChatTurn:
+    try:
+        turn.memory = traffic.parse_memory(body.memory, request.headers.get(traffic.MEMORY_HEADER))
+        turn.priority = traffic.parse_priority(body.priority, request.headers.get(traffic.PRIORITY_HEADER))
+        tool_choice_hint.apply(turn.params, turn.messages, request.headers.get(tool_choice_hint.HEADER))
+    except (traffic.BadTrafficOption, tool_choice_hint.BadToolChoiceHint) as exc:
+        raise BadChatRequest(str(exc)) from None
+    turn.client = request.headers.get(traffic.CLIENT_HEADER)
+    return turn
