@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol
 
 from configs.schema import Settings
+from core_agent.access.principal import OWNER_PRINCIPAL, Principal, ScopeDenied, authorize_chat
 from core_agent.orchestration.composer import answer_messages, failure_summary
 from core_agent.stores.conversations import ConversationStore
 from core_agent.orchestration.dispatcher import DispatchError, Dispatcher
@@ -57,7 +58,8 @@ class MemoryContextLike(Protocol):
 class Memory(Protocol):
     """What the chat path needs from the memory (core_agent/orchestration/memory_client.py's MemoryClient)."""
 
-    async def retrieve_context(self, query: str, conversation_id: str | None = None) -> MemoryContextLike: ...
+    async def retrieve_context(self, query: str, conversation_id: str | None = None,
+                               exclude_recent: int | None = None, scope: Any = None) -> MemoryContextLike: ...
 
     def kick(self) -> None: ...
 
@@ -95,6 +97,7 @@ class ChatTurn:
     attachments: list[Attachment] = field(default_factory=list)
     plan: Plan | None = None               # an explicit plan from the request
     explicit_adapter: str | None = None    # the adapter the request named, before policy
+    principal: Principal = OWNER_PRINCIPAL  # who asks: its scope limits all of the above
 
 
 @dataclass
@@ -170,15 +173,21 @@ class ChatService:
     def _conversation_for(self, turn: ChatTurn, title: str) -> tuple[str, bool]:
         """The conversation id to use, and whether it already existed."""
         cid = turn.conversation_id
+        namespace = turn.principal.namespace
         if cid is None:
-            return self.store.create(title=title[:60] or "New conversation").id, False
+            return self.store.create(title=title[:60] or "New conversation", namespace=namespace).id, False
         if not CONVERSATION_ID_RE.match(cid):
             raise BadChatRequest("conversation_id must be 1-128 characters of letters, digits and _.:- "
                                  f"(got {cid[:40]!r})")
-        if self.store.exists(cid):
+        owner_of = self.store.namespace_of(cid)
+        if owner_of is not None:
+            if not turn.principal.may_address(owner_of):
+                # Someone else's thread: refused like an unknown id, never joined or taken over.
+                raise ChatFailed(ErrorInfo(code="not_found", status=404, message=f"conversation '{cid}' does not exist"))
             return cid, True
         # An unknown id is created, so workflow tools can use their own thread ids.
-        return self.store.create(title=title[:60] or "New conversation", conversation_id=cid).id, False
+        return self.store.create(title=title[:60] or "New conversation", conversation_id=cid,
+                                 namespace=namespace).id, False
 
     def _prompt(self, turn: ChatTurn, cid: str, existing: bool) -> list[ChatMessage]:
         """Messages for the model. Stored history is prepended only when the client sent
@@ -186,6 +195,8 @@ class ChatService:
         (the OpenAI convention) are taken as they are."""
         if not existing or any(m.role == "assistant" for m in turn.messages):
             return turn.messages
+        if not turn.principal.may_read(turn.principal.namespace):
+            return turn.messages  # its scope reads no threads, not even its own
         stored = self.store.messages(cid, limit=self.settings.history_messages)
         history = [ChatMessage(role=m.role, content=m.content)  # type: ignore[arg-type]
                    for m in stored if m.role in ("user", "assistant")]
@@ -219,10 +230,25 @@ class ChatService:
             chosen = self.adapters.resolve(turn.params.adapter, "chat", turn.source, turn.profile)
         except AdapterError as exc:
             raise ChatFailed(exc.info()) from None
-        turn.params = turn.params.model_copy(update={"adapter": chosen.adapter})
+        adapter = chosen.adapter
+        if adapter and not turn.params.adapter and not turn.principal.may_use_adapter(adapter):
+            adapter = None  # a rule picked one its scope does not grant: the base model answers
+        turn.params = turn.params.model_copy(update={"adapter": adapter})
+
+    def _authorize(self, turn: ChatTurn) -> None:
+        """The principal's scope (403 naming the missing scope); its id is the request source."""
+        try:
+            turn.allowed_workers = authorize_chat(
+                turn.principal, turn.profile or self.settings.default_profile, turn.params.adapter,
+                turn.allow_code_execution, turn.allowed_workers)
+        except ScopeDenied as exc:
+            raise ChatFailed(exc.info()) from None
+        if not turn.principal.is_owner:
+            turn.source = turn.principal.id
 
     async def start(self, turn: ChatTurn) -> ChatRun:
         self._check(turn)
+        self._authorize(turn)
         turn.explicit_adapter = turn.params.adapter
         self._gate_adapter(turn)
         question = next(m.text() for m in reversed(turn.messages) if m.role == "user")
@@ -276,7 +302,8 @@ class ChatService:
         queues = {kind: route.queue for kind, route in self.settings.routes.items()}
         await self.tasks.set_plan(run.task_id, plan.model_dump(), queues)
         ctx = StepContext(attachments=turn.attachments, allow_code_execution=turn.allow_code_execution,
-                          profile=turn.profile, adapter=turn.explicit_adapter, source=turn.source)
+                          profile=turn.profile, adapter=turn.explicit_adapter, source=turn.source,
+                          memory_scope=turn.principal.memory_filter())
         outcomes = await self.runner.run(run.task_id, plan, ctx)
         failed = failure_summary(outcomes)
         if failed:
@@ -296,8 +323,9 @@ class ChatService:
                 run._planning.set()
                 messages, failed = await self._plan_steps(run, turn, question, prompt)
                 answer_id = f"{run.task_id}.answer"
-            if self.memory is not None:
-                recalled = await self.memory.retrieve_context(question, run.conversation_id)
+            if self.memory is not None and turn.principal.reads_memory():
+                recalled = await self.memory.retrieve_context(question, run.conversation_id,
+                                                              scope=turn.principal.memory_filter())
                 run.sources = [s.model_dump() for s in recalled.sources]
                 messages = list(recalled.messages) + messages
             task = ChatTask(model=turn.model, messages=messages, params=self._params(turn), stream=True)

@@ -23,6 +23,7 @@ from core_agent.orchestration.plans import Plan, PlanStep
 from core_agent.stores.task_store import TaskStore, summarize
 from lora_manager.errors import AdapterError
 from lora_manager.policy import AdapterGate
+from configs.contracts.memory import MemoryScopeFilter
 from configs.contracts.tasks import Attachment, GenerationParams, StepTask, TaskResult
 
 log = logging.getLogger("appliance.plan_runner")
@@ -37,6 +38,7 @@ class StepContext:
     profile: str | None = None
     adapter: str | None = None   # the request's explicit adapter, if any
     source: str = "owner"        # who asked: "owner" or "webhook:<name>" (adapter policy)
+    memory_scope: MemoryScopeFilter | None = None  # what memory steps may read (None: everything)
 
 
 @dataclass
@@ -142,7 +144,7 @@ class PlanRunner:
         payload = StepTask(task_id=task_id, step_id=step.id, instruction=step.instruction, inputs=inputs,
                            model=model, params=params,
                            attachments=ctx.attachments if step.worker == "vision" else [],
-                           allow_code_execution=ctx.allow_code_execution)
+                           allow_code_execution=ctx.allow_code_execution, memory_scope=ctx.memory_scope)
         started = time.time()
         await self.tasks.update_step(task_id, step.id, state="running", queued_at=started, model=model,
                                      adapter=params.adapter)
