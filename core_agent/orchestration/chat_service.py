@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol
 
 from configs.schema import Settings
-from core_agent.access.principal import OWNER_PRINCIPAL, Principal, ScopeDenied, authorize_chat
+from core_agent.access.principal import Principal, ScopeDenied, authorize_chat
 from core_agent.orchestration.composer import answer_messages, failure_summary
 from core_agent.stores.conversations import ConversationStore
 from core_agent.orchestration.dispatcher import DispatchError, Dispatcher
@@ -97,7 +97,14 @@ class ChatTurn:
     attachments: list[Attachment] = field(default_factory=list)
     plan: Plan | None = None               # an explicit plan from the request
     explicit_adapter: str | None = None    # the adapter the request named, before policy
-    principal: Principal = OWNER_PRINCIPAL  # who asks: its scope limits all of the above
+    # Who asks; its scope limits all of the above. No default on purpose: a turn built
+    # without one is refused (fail closed), never run with the owner's rights.
+    principal: Principal | None = None
+
+    @property
+    def who(self) -> Principal:
+        assert self.principal is not None, "ChatService._authorize refuses turns without a principal"
+        return self.principal
 
 
 @dataclass
@@ -173,7 +180,7 @@ class ChatService:
     def _conversation_for(self, turn: ChatTurn, title: str) -> tuple[str, bool]:
         """The conversation id to use, and whether it already existed."""
         cid = turn.conversation_id
-        namespace = turn.principal.namespace
+        namespace = turn.who.namespace
         if cid is None:
             return self.store.create(title=title[:60] or "New conversation", namespace=namespace).id, False
         if not CONVERSATION_ID_RE.match(cid):
@@ -181,7 +188,7 @@ class ChatService:
                                  f"(got {cid[:40]!r})")
         owner_of = self.store.namespace_of(cid)
         if owner_of is not None:
-            if not turn.principal.may_address(owner_of):
+            if not turn.who.may_address(owner_of):
                 # Someone else's thread: refused like an unknown id, never joined or taken over.
                 raise ChatFailed(ErrorInfo(code="not_found", status=404, message=f"conversation '{cid}' does not exist"))
             return cid, True
@@ -195,7 +202,7 @@ class ChatService:
         (the OpenAI convention) are taken as they are."""
         if not existing or any(m.role == "assistant" for m in turn.messages):
             return turn.messages
-        if not turn.principal.may_read(turn.principal.namespace):
+        if not turn.who.may_read(turn.who.namespace):
             return turn.messages  # its scope reads no threads, not even its own
         stored = self.store.messages(cid, limit=self.settings.history_messages)
         history = [ChatMessage(role=m.role, content=m.content)  # type: ignore[arg-type]
@@ -231,20 +238,24 @@ class ChatService:
         except AdapterError as exc:
             raise ChatFailed(exc.info()) from None
         adapter = chosen.adapter
-        if adapter and not turn.params.adapter and not turn.principal.may_use_adapter(adapter):
+        if adapter and not turn.params.adapter and not turn.who.may_use_adapter(adapter):
             adapter = None  # a rule picked one its scope does not grant: the base model answers
         turn.params = turn.params.model_copy(update={"adapter": adapter})
 
     def _authorize(self, turn: ChatTurn) -> None:
         """The principal's scope (403 naming the missing scope); its id is the request source."""
+        if turn.principal is None:
+            raise ChatFailed(ErrorInfo(code="internal", status=500, message=(
+                "this request path built a chat turn without a principal; refusing it rather than "
+                "answering with the owner's rights (pass principal= to ChatTurn)")))
         try:
             turn.allowed_workers = authorize_chat(
-                turn.principal, turn.profile or self.settings.default_profile, turn.params.adapter,
+                turn.who, turn.profile or self.settings.default_profile, turn.params.adapter,
                 turn.allow_code_execution, turn.allowed_workers)
         except ScopeDenied as exc:
             raise ChatFailed(exc.info()) from None
-        if not turn.principal.is_owner:
-            turn.source = turn.principal.id
+        if not turn.who.is_owner:
+            turn.source = turn.who.id
 
     async def start(self, turn: ChatTurn) -> ChatRun:
         self._check(turn)
@@ -303,7 +314,7 @@ class ChatService:
         await self.tasks.set_plan(run.task_id, plan.model_dump(), queues)
         ctx = StepContext(attachments=turn.attachments, allow_code_execution=turn.allow_code_execution,
                           profile=turn.profile, adapter=turn.explicit_adapter, source=turn.source,
-                          memory_scope=turn.principal.memory_filter())
+                          memory_scope=turn.who.memory_filter())
         outcomes = await self.runner.run(run.task_id, plan, ctx)
         failed = failure_summary(outcomes)
         if failed:
@@ -323,9 +334,9 @@ class ChatService:
                 run._planning.set()
                 messages, failed = await self._plan_steps(run, turn, question, prompt)
                 answer_id = f"{run.task_id}.answer"
-            if self.memory is not None and turn.principal.reads_memory():
+            if self.memory is not None and turn.who.reads_memory():
                 recalled = await self.memory.retrieve_context(question, run.conversation_id,
-                                                              scope=turn.principal.memory_filter())
+                                                              scope=turn.who.memory_filter())
                 run.sources = [s.model_dump() for s in recalled.sources]
                 messages = list(recalled.messages) + messages
             task = ChatTask(model=turn.model, messages=messages, params=self._params(turn), stream=True)
