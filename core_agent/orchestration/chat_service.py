@@ -314,7 +314,7 @@ class ChatService:
         await self.tasks.set_plan(run.task_id, plan.model_dump(), queues)
         ctx = StepContext(attachments=turn.attachments, allow_code_execution=turn.allow_code_execution,
                           profile=turn.profile, adapter=turn.explicit_adapter, source=turn.source,
-                          memory_scope=turn.who.memory_filter())
+                          memory_scope=turn.who.memory_filter(), principal=turn.who)
         outcomes = await self.runner.run(run.task_id, plan, ctx)
         failed = failure_summary(outcomes)
         if failed:
