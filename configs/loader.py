@@ -25,7 +25,7 @@ from configs.schema import Settings
 ENV_PREFIX = "APPLIANCE_"
 # Loader controls, not settings keys.
 LOADER_ENV = {"APPLIANCE_CONFIG_DIR", "APPLIANCE_PRELOAD_MODELS"}
-BASE_FILES = ("appliance", "models", "routes", "memory", "adapters", "webhooks", "traffic")
+BASE_FILES = ("appliance", "models", "routes", "memory", "adapters", "webhooks", "traffic", "scopes")
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent
 
 

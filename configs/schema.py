@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from configs.scopes_schema import ScopesConfig, check_references
 from configs.traffic_schema import TrafficConfig
 from configs.webhooks_schema import WebhooksConfig
 
@@ -357,6 +358,7 @@ class Settings(StrictModel):
     adapters: AdaptersConfig = Field(default_factory=AdaptersConfig)  # configs/adapters.yaml
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     traffic: TrafficConfig = Field(default_factory=TrafficConfig)     # configs/traffic.yaml
+    scopes: ScopesConfig = Field(default_factory=ScopesConfig)  # configs/scopes.yaml (keys, webhooks)
 
     @model_validator(mode="after")
     def _references_exist(self) -> Settings:
@@ -372,6 +374,7 @@ class Settings(StrictModel):
                 raise ValueError(f"routes.{kind}.model '{route.model}' is not one of models: {sorted(self.models)}")
             if route.profile is not None and route.profile not in self.profiles:
                 raise ValueError(f"routes.{kind}.profile '{route.profile}' is not one of profiles: {sorted(self.profiles)}")
+        check_references(self.scopes, set(self.profiles), {n: h.scope for n, h in self.webhooks.hooks.items()})
         return self
 
     # Derived locations inside the data directory, so one folder holds all state.

@@ -45,6 +45,9 @@ class WebhookHook(_Strict):
     # Adapters a request may pick with the body field "adapter"; `adapter` is the default.
     allowed_adapters: list[str] = Field(default_factory=list)
     adapter: str | None = None
+    # What callers of this hook may read and use: a preset of configs/scopes.yaml
+    # (None = scopes.webhook_default). Its turns go to the namespace "webhook:<name>".
+    scope: str | None = None
     # Generated code is never run for webhook requests unless the hook says so.
     allow_code_execution: bool = False
     max_tokens: int | None = Field(default=None, ge=1, le=32768)

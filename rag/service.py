@@ -32,6 +32,7 @@ from configs.contracts.memory import (
     Hit,
     IndexTurnsResult,
     IngestReport,
+    MemoryScopeFilter,
     MemoryStatus,
     RemoveReport,
     SearchRequest,
@@ -74,6 +75,22 @@ class Candidates:
     language: str
     dense: list[StoredPoint] = field(default_factory=list)
     lexical: list[StoredPoint] = field(default_factory=list)
+
+
+NOTHING: dict = {"__nothing__": True}  # a kind the caller may not read at all: not searched
+
+
+def scope_conditions(scope: MemoryScopeFilter | None) -> dict[CollectionKind, dict]:
+    """The caller's scope as payload conditions per collection (store `where`), applied
+    inside the query. Missing kind: unrestricted; NOTHING: skip that collection."""
+    if scope is None:
+        return {}
+    out: dict[CollectionKind, dict] = {}
+    if scope.namespaces is not None:
+        out["turns"] = {"namespace": list(scope.namespaces)} if scope.namespaces else NOTHING
+    if scope.document_tags is not None:
+        out["documents"] = {"tags": list(scope.document_tags)} if scope.document_tags else NOTHING
+    return out
 
 
 def point_id(*parts: object) -> str:
@@ -237,7 +254,7 @@ class MemoryService:
                     "title": turn.conversation_title, "conversation_id": turn.conversation_id,
                     "role": turn.role, "message_id": turn.message_id, "chunk_index": chunk.index,
                     "created_at": turn.created_at, "language": detect_language(chunk.text),
-                    "text": chunk.text, "tokens": chunk.tokens,
+                    "text": chunk.text, "tokens": chunk.tokens, "namespace": turn.namespace,
                 })
         if texts:
             vectors = self._embed(texts)
@@ -254,18 +271,22 @@ class MemoryService:
 
     def candidates(self, request: SearchRequest) -> Candidates:
         """The dense and lexical candidate lists (best first) over the requested kinds."""
-        kinds = [KIND_COLLECTION[k] for k in dict.fromkeys(request.kinds)]
+        scoped = scope_conditions(request.scope)
+        kinds = [KIND_COLLECTION[k] for k in dict.fromkeys(request.kinds) 
+                 if scoped.get(KIND_COLLECTION[k]) is not NOTHING]
         exclude = {"message_id": request.exclude_message_ids} if request.exclude_message_ids else None
         limit = max(self.config.fusion.candidates, request.k)
         out = Candidates(language=detect_language(request.query))
-        if request.mode in ("hybrid", "dense"):
+        if request.mode in ("hybrid", "dense") and kinds:
             vector = self._embed([request.query])[0]
             for kind in kinds:
-                out.dense += self.store.dense_search(kind, vector, limit, exclude if kind == "turns" else None)
+                out.dense += self.store.dense_search(kind, vector, limit, exclude if kind == "turns" else None,
+                                                     where=scoped.get(kind))
         if request.mode in ("hybrid", "lexical"):
             sparse = self.lexical.query(request.query)
             for kind in kinds:
-                out.lexical += self.store.lexical_search(kind, sparse, limit, exclude if kind == "turns" else None)
+                out.lexical += self.store.lexical_search(kind, sparse, limit, exclude if kind == "turns" else None,
+                                                         where=scoped.get(kind))
         # Scores of one model are comparable across the two collections: merge by score.
         out.dense = sorted(out.dense, key=lambda p: p.score, reverse=True)[:limit]
         out.lexical = sorted(out.lexical, key=lambda p: p.score, reverse=True)[:limit]

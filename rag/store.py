@@ -195,21 +195,26 @@ class MemoryStore:
                                 wait=True)
 
     def dense_search(self, kind: CollectionKind, vector: list[float], limit: int,
-                     exclude: dict[str, Any] | None = None) -> list[StoredPoint]:
-        return self._query(kind, vector, DENSE, limit, exclude)
+                     exclude: dict[str, Any] | None = None,
+                     where: dict[str, Any] | None = None) -> list[StoredPoint]:
+        """`where`: only points whose payload matches (value or any of a list; a list
+        payload field matches when it shares a value), inside the query, before the limit."""
+        return self._query(kind, vector, DENSE, limit, exclude, where)
 
     def lexical_search(self, kind: CollectionKind, vector: SparseVector, limit: int,
-                       exclude: dict[str, Any] | None = None) -> list[StoredPoint]:
+                       exclude: dict[str, Any] | None = None,
+                       where: dict[str, Any] | None = None) -> list[StoredPoint]:
         if not vector:
             return []
         return self._query(kind, qm.SparseVector(indices=vector.indices, values=vector.values), LEXICAL,
-                           limit, exclude)
+                           limit, exclude, where)
 
     def _query(self, kind: CollectionKind, query: Any, using: str, limit: int,
-               exclude: dict[str, Any] | None) -> list[StoredPoint]:
-        flt = None
+               exclude: dict[str, Any] | None, where: dict[str, Any] | None = None) -> list[StoredPoint]:
+        flt = match_filter(where)
         if exclude:
-            flt = qm.Filter(must_not=match_filter(exclude).must)  # type: ignore[union-attr]
+            flt = flt or qm.Filter()
+            flt.must_not = match_filter(exclude).must  # type: ignore[union-attr]
         response = self.client.query_points(self.name(kind), query=query, using=using, limit=limit,
                                             query_filter=flt, with_payload=True)
         return [StoredPoint(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in response.points]

@@ -23,7 +23,6 @@ def _problems(at: AppTest) -> list[str]:
 def logged_in(stack: Stack) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=180)
     at.run()
-    at.text_input(key="login-url").set_value(stack.url)
     at.text_input(key="login-token").set_value(stack.token)
     at.button[0].click().run()
     assert not at.error and not _problems(at), [e.value for e in at.error]
@@ -44,17 +43,19 @@ def _sidebar_button(at: AppTest, label: str):
     return next(b for b in at.sidebar.button if b.label == label)
 
 
-def test_login_refuses_a_wrong_token_readably(stack: Stack) -> None:
+def test_login_refuses_a_wrong_token_readably(stack: Stack, monkeypatch) -> None:
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
     assert "owner token" in at.info[0].value
-    at.text_input(key="login-url").set_value(stack.url)
+    # The API URL comes from the configuration, never from the visitor: no field for it.
+    assert [t.key for t in at.text_input] == ["login-token"]
     at.text_input(key="login-token").set_value("not-the-token")
     at.button[0].click().run()
     assert at.error and "Login failed" in at.error[0].value and "owner.token" in at.error[0].value
+    # A configured API that is down: the URL is the configured one (APPLIANCE_API_PUBLIC_URL).
+    monkeypatch.setenv("APPLIANCE_API_PUBLIC_URL", "http://127.0.0.1:9")
     unreachable = AppTest.from_file(APP, default_timeout=60)
     unreachable.run()
-    unreachable.text_input(key="login-url").set_value("http://127.0.0.1:9")
     unreachable.text_input(key="login-token").set_value(stack.token)
     unreachable.button[0].click().run()
     assert "cannot reach the API" in unreachable.error[0].value

@@ -22,8 +22,11 @@ log = logging.getLogger("appliance.ui")
 PAGES = {"Chat": chat.render, "Memory": memory.render, "Adapters": adapters.render}
 
 
-def default_api_url() -> str:
-    """The API URL from the appliance's settings (configs only; the UI never imports the core)."""
+def configured_api_url() -> str:
+    """The API URL from the appliance's settings (configs only; the UI never imports the core).
+
+    Never from the visitor: a URL typed into the login form would make the UI server
+    fetch any address a visitor names (and show what came back)."""
     try:
         from configs.loader import load_settings
 
@@ -33,7 +36,7 @@ def default_api_url() -> str:
 
 
 def login() -> ApiClient | None:
-    """The owner token (and API URL) from the sidebar; checked once against the API."""
+    """The owner token from the sidebar, checked once against the configured API."""
     sb = st.sidebar
     sb.header("Appliance")
     if st.session_state.get("logged_in"):
@@ -45,7 +48,6 @@ def login() -> ApiClient | None:
             st.rerun()
         return client
     with sb.form("login"):
-        api_url = st.text_input("API URL", value=default_api_url(), key="login-url")
         token = st.text_input("Owner token", type="password", key="login-token",
                               help="Printed by scripts/up.sh; stored in <data dir>/owner.token")
         submitted = st.form_submit_button("Log in")
@@ -54,13 +56,14 @@ def login() -> ApiClient | None:
         st.info("Enter the owner token in the sidebar to start (scripts/up.sh prints it; it is also in "
                 "<data dir>/owner.token).")
         return None
-    client = ApiClient(api_url.strip(), token.strip())
+    api_url = configured_api_url()
+    client = ApiClient(api_url, token.strip())
     try:
         client.check_token()
     except ApiError as exc:
         st.error(f"Login failed: {exc}")
         return None
-    st.session_state.update(logged_in=True, api_url=api_url.strip(), token=token.strip())
+    st.session_state.update(logged_in=True, api_url=api_url, token=token.strip())
     st.rerun()
     return None
 

@@ -36,7 +36,7 @@ def rag_step(payload: dict[str, Any], publisher: EventPublisher) -> TaskResult:
     task = StepTask.model_validate(payload)
     started = time.perf_counter()
     query = (task.instruction + inputs_block(task))[:8000]
-    found = service().search(SearchRequest(query=query, k=5))
+    found = service().search(SearchRequest(query=query, k=5, scope=task.memory_scope))
     lines = [f"[{hit.source}] {hit.text}" for hit in found.hits]
     return TaskResult(text="\n\n".join(lines) or "(nothing relevant found in memory)", model="memory",
                       seconds=time.perf_counter() - started, attempt=publisher.attempt,

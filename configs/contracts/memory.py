@@ -43,6 +43,22 @@ class EmbedResult(BaseModel):
 
 # --- search ------------------------------------------------------------------
 
+class MemoryScopeFilter(BaseModel):
+    """Which points a search may return, applied inside the store query (never after
+    retrieval, so a top-k is never filled with points the caller may not see).
+
+    Each field: None = no restriction on that kind; [] = nothing of that kind.
+    - namespaces: turns whose payload "namespace" is one of these. Turns indexed
+      before namespaces existed have no "namespace" and belong to the owner, who
+      searches without a filter; a filter never matches them.
+    - document_tags: document chunks whose payload "tags" (a list) shares at least
+      one value with these; untagged documents match only document_tags=None.
+    """
+
+    namespaces: list[str] | None = None
+    document_tags: list[str] | None = None
+
+
 class SearchRequest(BaseModel):
     query: str = Field(min_length=1, max_length=8000)
     k: int = Field(default=5, ge=1, le=100)
@@ -50,6 +66,8 @@ class SearchRequest(BaseModel):
     mode: SearchMode = "hybrid"
     # Turns already in the prompt are not "memories": they are left out.
     exclude_message_ids: list[int] = Field(default_factory=list)
+    # What the asking principal may read (None: everything, the owner).
+    scope: MemoryScopeFilter | None = None
 
 
 class Hit(BaseModel):
@@ -136,6 +154,7 @@ class TurnToIndex(BaseModel):
     role: str
     content: str
     created_at: float
+    namespace: str = "owner"     # whose conversation (core_agent/access/principal.py)
 
 
 class IndexTurnsRequest(BaseModel):

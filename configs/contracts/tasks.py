@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from configs.contracts.errors import ErrorInfo
+from configs.contracts.memory import MemoryScopeFilter
 
 STREAM_KEY_PREFIX = "appliance:stream:"
 ATTEMPT_KEY_PREFIX = "appliance:attempts:"
@@ -183,6 +184,8 @@ class StepTask(BaseModel):
     params: GenerationParams = Field(default_factory=GenerationParams)
     attachments: list[Attachment] = Field(default_factory=list)
     allow_code_execution: bool = False
+    # What a memory (rag) step may read: the asking principal's scope (None: everything).
+    memory_scope: MemoryScopeFilter | None = None
 
 
 class StreamEvent(BaseModel):

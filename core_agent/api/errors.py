@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 # are raised by the router as Starlette's, and must get the same envelope.
 from starlette.exceptions import HTTPException
 
+from core_agent.access.principal import ScopeDenied
 from core_agent.api.openai_protocol import ErrorBody, ErrorResponse
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -50,6 +51,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         return error_response(exc.status_code, _http_message(request, exc), _HTTP_CODES.get(exc.status_code),
                               headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(ScopeDenied)
+    async def _denied(_: Request, exc: ScopeDenied) -> JSONResponse:
+        return error_response(403, exc.message, "scope_missing")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

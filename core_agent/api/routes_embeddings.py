@@ -10,13 +10,14 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict
 
-from core_agent.api.deps import get_state, require_owner
+from core_agent.access.principal import Principal
+from core_agent.api.deps import get_state, require_principal
 from core_agent.api.errors import error_response
 from core_agent.orchestration.dispatcher import DispatchError
 from configs.contracts.memory import EMBED_TEXTS, EmbedResult
 from configs.contracts.tasks import result_value
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_owner)], tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"])
 EMBED_TIMEOUT_S = 120.0
 
 
@@ -35,7 +36,9 @@ def _encode(vector: list[float], fmt: str) -> list[float] | str:
 
 
 @router.post("/embeddings")
-async def embeddings(body: EmbeddingsRequest, request: Request) -> Any:
+async def embeddings(body: EmbeddingsRequest, request: Request,
+                     principal: Principal = Depends(require_principal)) -> Any:
+    principal.require_worker("embed", "compute embeddings")
     state = get_state(request)
     models = state.settings.embeddings.models
     model = body.model or state.settings.embeddings.default_model

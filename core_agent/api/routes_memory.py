@@ -15,7 +15,8 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, Up
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from core_agent.api.deps import get_state, require_owner
+from core_agent.access.principal import Principal, ScopeDenied
+from core_agent.api.deps import get_state, require_owner, require_principal
 from core_agent.api.errors import error_response
 from core_agent.stores.conversations import ConversationNotFound
 from core_agent.orchestration.memory_client import MemoryClient, MemoryUnavailable, memory_for
@@ -36,7 +37,9 @@ from configs.contracts.memory import (
     UploadedFile,
 )
 
-router = APIRouter(dependencies=[Depends(require_owner)], tags=["memory"])
+router = APIRouter(dependencies=[Depends(require_principal)], tags=["memory"])
+# Everything but search changes or lists the whole memory: the owner's alone.
+OWNER_ONLY = [Depends(require_owner)]
 
 
 class SearchBody(BaseModel):
@@ -64,14 +67,17 @@ def _long_timeout(request: Request) -> float:
 
 
 @router.post("/memory/search", response_model=SearchResult)
-async def search(body: SearchBody, request: Request) -> Any:
+async def search(body: SearchBody, request: Request, principal: Principal = Depends(require_principal)) -> Any:
+    """Search what the principal may read: its scope becomes a filter inside the store query."""
+    if not principal.reads_memory():
+        raise ScopeDenied(principal, "memory.threads or memory.documents", "search memory")
     try:
-        return await _client(request).search(SearchRequest(**body.model_dump()))
+        return await _client(request).search(SearchRequest(**body.model_dump(), scope=principal.memory_filter()))
     except MemoryUnavailable as exc:
         return _failed(exc)
 
 
-@router.get("/memory/status")
+@router.get("/memory/status", dependencies=OWNER_ONLY)
 async def memory_status(request: Request) -> Any:
     client = _client(request)
     try:
@@ -81,7 +87,7 @@ async def memory_status(request: Request) -> Any:
     return {**status, "outbox_pending": await asyncio.to_thread(client.store.memory_outbox_count)}
 
 
-@router.post("/memory/reindex", response_model=ReindexReport)
+@router.post("/memory/reindex", response_model=ReindexReport, dependencies=OWNER_ONLY)
 async def reindex(request: Request) -> Any:
     """Rebuild both collections: documents from the registry, turns from the conversation store."""
     client = _client(request)
@@ -96,7 +102,7 @@ async def reindex(request: Request) -> Any:
     return ReindexReport(document_chunks=int(result["chunks"]), turns_queued=queued)
 
 
-@router.delete("/memory/conversations/{cid}", status_code=204)
+@router.delete("/memory/conversations/{cid}", status_code=204, dependencies=OWNER_ONLY)
 async def forget_conversation(cid: str, request: Request) -> Response:
     """Forget a conversation: deleted from the store now, from the index by the outbox."""
     client = _client(request)
@@ -115,7 +121,7 @@ def _source_name(upload: UploadFile, given: str | None) -> str:
     return str(PurePosixPath(name))
 
 
-@router.post("/documents", response_model=IngestReport)
+@router.post("/documents", response_model=IngestReport, dependencies=OWNER_ONLY)
 async def upload_documents(request: Request, files: list[UploadFile] = File(...),
                            sources: list[str] | None = Form(None)) -> Any:
     """Ingest uploaded files. `sources` (optional, one per file, same order) names each
@@ -138,7 +144,7 @@ async def upload_documents(request: Request, files: list[UploadFile] = File(...)
         return _failed(exc)
 
 
-@router.get("/documents", response_model=list[DocumentInfo])
+@router.get("/documents", response_model=list[DocumentInfo], dependencies=OWNER_ONLY)
 async def list_documents(request: Request, prefix: str | None = None) -> Any:
     client = _client(request)
     try:
@@ -148,7 +154,7 @@ async def list_documents(request: Request, prefix: str | None = None) -> Any:
         return _failed(exc)
 
 
-@router.delete("/documents", response_model=RemoveReport)
+@router.delete("/documents", response_model=RemoveReport, dependencies=OWNER_ONLY)
 async def remove_documents(request: Request, source: list[str] = Query(..., min_length=1)) -> Any:
     """Forget documents (by source, repeatable): removed from the index and the registry."""
     try:

@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from configs.contracts.metrics import WORKER_METRICS_KEY
-from core_agent.api.deps import AppState, get_state, require_owner
+from core_agent.api.deps import AppState, get_state, require_principal
 from core_agent.observability import metrics
 
 router = APIRouter(tags=["health"])
@@ -41,7 +41,7 @@ def metrics_access(request: Request, credentials: HTTPAuthorizationCredentials |
     if not observability.metrics:
         raise HTTPException(status_code=404, detail="metrics are switched off (observability.metrics)")
     if observability.metrics_require_token:
-        require_owner(request, credentials)
+        require_principal(request, credentials).require_owner("read the metrics")
 
 
 @router.get("/metrics", include_in_schema=False, dependencies=[Depends(metrics_access)])

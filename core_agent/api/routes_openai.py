@@ -8,7 +8,8 @@ from typing import AsyncIterator
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from core_agent.api.deps import AppState, get_state, require_owner
+from core_agent.access.principal import Principal
+from core_agent.api.deps import AppState, get_state, require_principal
 from core_agent.api.errors import error_response
 from core_agent.api.openai_protocol import (
     ChatCompletionChunk,
@@ -28,7 +29,7 @@ from lora_manager.naming import split_model
 from configs.contracts.images import BadImage, decode_data_url
 from configs.contracts.tasks import Attachment, ChatMessage, GenerationParams, TaskResult
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_owner)], tags=["openai"])
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_principal)], tags=["openai"])
 
 
 def _usage(result: TaskResult) -> UsageInfo:
@@ -65,7 +66,8 @@ def _attachments(messages: list[ChatMessage], state: AppState) -> tuple[list[Cha
     return cleaned, attachments
 
 
-def _turn(body: ChatCompletionRequest, state: AppState, conversation_header: str | None) -> ChatTurn:
+def _turn(body: ChatCompletionRequest, state: AppState, conversation_header: str | None,
+          principal: Principal) -> ChatTurn:
     params = GenerationParams(
         max_tokens=body.max_completion_tokens or body.max_tokens, temperature=body.temperature,
         top_p=body.top_p, stop=body.stop_list(), seed=body.seed,
@@ -81,7 +83,8 @@ def _turn(body: ChatCompletionRequest, state: AppState, conversation_header: str
     return ChatTurn(model=model, messages=messages,
                     params=params, conversation_id=body.conversation_id or conversation_header,
                     stream=body.stream, mode=body.mode, profile=body.profile, source="owner",
-                    allow_code_execution=body.allow_code_execution, attachments=attachments, plan=body.plan)
+                    allow_code_execution=body.allow_code_execution, attachments=attachments, plan=body.plan,
+                    principal=principal)
 
 
 def _sse(chunk: ChatCompletionChunk | dict) -> str:
@@ -130,11 +133,13 @@ async def chat_completions(
     body: ChatCompletionRequest,
     request: Request,
     x_conversation_id: str | None = Header(default=None),
+    principal: Principal = Depends(require_principal),
 ):
     state = get_state(request)
     run: ChatRun | None = None
     try:
-        run = await state.chat.start(with_request_options(_turn(body, state, x_conversation_id), body, request))
+        run = await state.chat.start(with_request_options(_turn(body, state, x_conversation_id, principal),
+                                                          body, request))
         if body.stream:
             first = await run.first_piece()
             include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -15,7 +15,8 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from core_agent.api import responses_protocol as wire
-from core_agent.api.deps import AppState, get_state, require_owner
+from core_agent.access.principal import Principal
+from core_agent.api.deps import AppState, get_state, require_principal
 from core_agent.api.errors import error_response
 from core_agent.api.responses_protocol import BadResponsesInput, ResponsesRequest
 from core_agent.api.routes_openai import _attachments
@@ -25,7 +26,7 @@ from core_agent.orchestration.tool_calls import ToolCallsRefused, calls_tools
 from configs.contracts.tasks import ChatMessage, GenerationParams, TaskResult
 from lora_manager.naming import split_model
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_owner)], tags=["openai"])
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_principal)], tags=["openai"])
 
 RESPONSE_KEY_PREFIX = "appliance:response:"
 
@@ -34,9 +35,10 @@ def _key(rid: str) -> str:
     return f"{RESPONSE_KEY_PREFIX}{rid}"
 
 
-async def _previous(state: AppState, rid: str) -> tuple[list[ChatMessage], str | None]:
+async def _previous(state: AppState, rid: str, principal: Principal) -> tuple[list[ChatMessage], str | None]:
     raw = await state.redis.get(_key(rid))
-    if raw is None:
+    # Another principal's response is as unknown as an expired one (its text is theirs).
+    if raw is None or json.loads(raw).get("principal", "owner") != principal.id:
         raise BadChatRequest(f"previous_response_id '{rid}' is unknown or expired (responses are kept "
                              f"{state.settings.celery.result_expires_s} s, and only with store: true); "
                              "send the whole conversation in input instead")
@@ -45,17 +47,19 @@ async def _previous(state: AppState, rid: str) -> tuple[list[ChatMessage], str |
 
 
 async def _remember(state: AppState, rid: str, messages: list[ChatMessage], result: TaskResult,
-                    conversation_id: str) -> None:
+                    conversation_id: str, principal: Principal) -> None:
     """Keep this exchange (minus system messages) for a later previous_response_id."""
     answer = ChatMessage(role="assistant", content=result.text or None, tool_calls=result.tool_calls or None) \
         if (result.text or result.tool_calls) else ChatMessage(role="assistant", content="")
     kept = [m.model_dump(exclude_none=True) for m in messages if m.role != "system"] + \
         [answer.model_dump(exclude_none=True)]
-    await state.redis.set(_key(rid), json.dumps({"messages": kept, "conversation_id": conversation_id}),
+    await state.redis.set(_key(rid), json.dumps({"messages": kept, "conversation_id": conversation_id,
+                                                      "principal": principal.id}),
                           ex=state.settings.celery.result_expires_s)
 
 
-async def _turn(body: ResponsesRequest, state: AppState, conversation_header: str | None) -> tuple[ChatTurn, list[ChatMessage]]:
+async def _turn(body: ResponsesRequest, state: AppState, conversation_header: str | None,
+                principal: Principal) -> tuple[ChatTurn, list[ChatMessage]]:
     try:
         messages = wire.input_messages(body)
         params = GenerationParams(
@@ -70,7 +74,7 @@ async def _turn(body: ResponsesRequest, state: AppState, conversation_header: st
         raise BadChatRequest(f"input: {exc}") from None
     conversation_id = body.conversation_id or conversation_header
     if body.previous_response_id:
-        earlier, previous_conversation = await _previous(state, body.previous_response_id)
+        earlier, previous_conversation = await _previous(state, body.previous_response_id, principal)
         system = [m for m in messages if m.role == "system"]
         messages = system + earlier + [m for m in messages if m.role != "system"]
         conversation_id = conversation_id or previous_conversation
@@ -82,7 +86,7 @@ async def _turn(body: ResponsesRequest, state: AppState, conversation_header: st
     params.adapter = body.adapter or named_adapter
     turn = ChatTurn(model=model, messages=to_model, params=params, conversation_id=conversation_id,
                     stream=body.stream, mode=body.mode, profile=body.profile, source="owner",
-                    attachments=attachments)
+                    attachments=attachments, principal=principal)
     return turn, messages
 
 
@@ -106,8 +110,8 @@ class _Events:
         return f"event: {kind}\ndata: {json.dumps(event)}\n\n"
 
 
-async def _stream(body: ResponsesRequest, run: ChatRun, first: str | None, state: AppState,
-                  messages: list[ChatMessage]) -> AsyncIterator[str]:
+async def _stream(body: ResponsesRequest, run: ChatRun, first: object, state: AppState,
+                  messages: list[ChatMessage], principal: Principal) -> AsyncIterator[str]:
     event = _Events()
     rid = wire.response_id(run.task_id)
     yield event("response.created", response=wire.response_object(body, rid, run.model, status="in_progress",
@@ -178,7 +182,7 @@ async def _stream(body: ResponsesRequest, run: ChatRun, first: str | None, state
         yield event("response.output_item.done", output_index=index, item=item)
         output.append(item)
     if body.store:
-        await _remember(state, rid, messages, result, run.conversation_id)
+        await _remember(state, rid, messages, result, run.conversation_id, principal)
     final = wire.response_object(body, rid, run.model, status="completed", output=output, result=result,
                                  extensions=_extensions(run))
     # Always "response.completed", also when the response itself is "incomplete"
@@ -188,15 +192,16 @@ async def _stream(body: ResponsesRequest, run: ChatRun, first: str | None, state
 
 @router.post("/responses")
 async def create_response(body: ResponsesRequest, request: Request,
-                          x_conversation_id: str | None = Header(default=None)):
+                          x_conversation_id: str | None = Header(default=None),
+                          principal: Principal = Depends(require_principal)):
     state = get_state(request)
     run: ChatRun | None = None
     try:
-        turn, messages = await _turn(body, state, x_conversation_id)
+        turn, messages = await _turn(body, state, x_conversation_id, principal)
         run = await state.chat.start(with_request_options(turn, body, request))
         if body.stream:
             first = await run.first_piece()
-            return StreamingResponse(_stream(body, run, first, state, messages), media_type="text/event-stream",
+            return StreamingResponse(_stream(body, run, first, state, messages, principal), media_type="text/event-stream",
                                      headers={**_headers(run), "Cache-Control": "no-cache"})
         result = await run.result()
     except ChatFailed as exc:
@@ -204,7 +209,7 @@ async def create_response(body: ResponsesRequest, request: Request,
                               headers=_headers(run) if run else None)
     rid = wire.response_id(run.task_id)
     if body.store:
-        await _remember(state, rid, messages, result, run.conversation_id)
+        await _remember(state, rid, messages, result, run.conversation_id, principal)
     response = wire.response_object(body, rid, run.model, status="completed",
                                     output=wire.output_items(result, wire.new_message_id()), result=result,
                                     extensions=_extensions(run))

@@ -14,14 +14,16 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from configs.contracts.sandbox import SANDBOX_EXECUTE, SandboxOutcome, SandboxRun
-from core_agent.api.deps import get_state, require_owner
+from core_agent.access.principal import Principal
+from core_agent.api.deps import get_state, require_principal
 from core_agent.api.errors import error_response
 from core_agent.orchestration.dispatcher import DispatchError
 
 
-def authorize_code_run(request: Request, _owner: None = Depends(require_owner)) -> None:
-    """Who may run code: for now the owner token only. Principals and scopes (issue 11)
-    replace the body with "the caller's scope allows code" (401/403 naming the scope)."""
+def authorize_code_run(principal: Principal = Depends(require_principal)) -> None:
+    """Who may run code: the owner, or a key/webhook whose scope says `code: true`
+    (403 naming the scope otherwise)."""
+    principal.require_code()
 
 
 router = APIRouter(tags=["sandbox"], dependencies=[Depends(authorize_code_run)])

@@ -126,6 +126,8 @@ app.add_typer(memory_cli.docs_app, name="docs")
 app.add_typer(memory_cli.memory_app, name="memory")
 from lora_manager.cli import adapters_app  # noqa: E402
 app.add_typer(adapters_app, name="adapters")
+from core_agent.ops.keys_cli import keys_app  # noqa: E402
+app.add_typer(keys_app, name="keys")
 
 # The GPU machine (issue 12): preflight and model download.
 from core_agent.ops.gpu_cli import doctor as _doctor, fetch_models as _fetch_models  # noqa: E402

@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator, Protocol
 
 from configs.schema import Settings
 from configs.telemetry import TASK_ID_ATTRIBUTE, tracer
+from core_agent.access.principal import Principal, ScopeDenied, authorize_chat
 from core_agent.orchestration.composer import answer_messages, failure_summary
 from core_agent.stores.conversations import ConversationStore
 from core_agent.orchestration.dispatcher import DispatchError, Dispatcher
@@ -62,7 +63,8 @@ class MemoryContextLike(Protocol):
 class Memory(Protocol):
     """What the chat path needs from the memory (core_agent/orchestration/memory_client.py's MemoryClient)."""
 
-    async def retrieve_context(self, query: str, conversation_id: str | None = None) -> MemoryContextLike: ...
+    async def retrieve_context(self, query: str, conversation_id: str | None = None,
+                               exclude_recent: int | None = None, scope: Any = None) -> MemoryContextLike: ...
 
     def kick(self) -> None: ...
 
@@ -105,6 +107,14 @@ class ChatTurn:
     priority: traffic.Priority | None = None
     client: str | None = None              # X-Appliance-Client ("ui" for the Streamlit UI)
     policy: traffic.TurnPolicy | None = None  # resolved by ChatService.start
+    # Who asks; its scope limits all of the above. No default on purpose: a turn built
+    # without one is refused (fail closed), never run with the owner's rights.
+    principal: Principal | None = None
+
+    @property
+    def who(self) -> Principal:
+        assert self.principal is not None, "ChatService._authorize refuses turns without a principal"
+        return self.principal
 
 
 @dataclass(frozen=True)
@@ -189,16 +199,22 @@ class ChatService:
     def _conversation_for(self, turn: ChatTurn, title: str) -> tuple[str, bool]:
         """The conversation id to use, and whether it already existed."""
         cid = turn.conversation_id
+        namespace = turn.who.namespace
         if cid is None:
-            return self.store.create(title=title[:60] or "New conversation").id, False
+            return self.store.create(title=title[:60] or "New conversation", namespace=namespace).id, False
         if not CONVERSATION_ID_RE.match(cid):
             raise BadChatRequest("conversation_id must be 1-128 characters of letters, digits and _.:- "
                                  f"(got {cid[:40]!r})")
-        if self.store.exists(cid):
+        owner_of = self.store.namespace_of(cid)
+        if owner_of is not None:
+            if not turn.who.may_address(owner_of):
+                # Someone else's thread: refused like an unknown id, never joined or taken over.
+                raise ChatFailed(ErrorInfo(code="not_found", status=404, message=f"conversation '{cid}' does not exist"))
             return cid, True
         # An unknown id is created, so workflow tools can use their own thread ids.
         try:
-            return self.store.create(title=title[:60] or "New conversation", conversation_id=cid).id, False
+            return self.store.create(title=title[:60] or "New conversation", conversation_id=cid,
+                                     namespace=namespace).id, False
         except sqlite3.IntegrityError:  # another request created it a moment ago
             return cid, True
 
@@ -208,6 +224,8 @@ class ChatService:
         (the OpenAI convention) are taken as they are."""
         if not existing or any(m.role == "assistant" for m in turn.messages):
             return turn.messages
+        if not turn.who.may_read(turn.who.namespace):
+            return turn.messages  # its scope reads no threads, not even its own
         stored = self.store.messages(cid, limit=self.settings.history_messages)
         history = [ChatMessage(role=m.role, content=m.content)  # type: ignore[arg-type]
                    for m in stored if m.role in ("user", "assistant")]
@@ -241,7 +259,25 @@ class ChatService:
             chosen = self.adapters.resolve(turn.params.adapter, "chat", turn.source, turn.profile)
         except AdapterError as exc:
             raise ChatFailed(exc.info()) from None
-        turn.params = turn.params.model_copy(update={"adapter": chosen.adapter})
+        adapter = chosen.adapter
+        if adapter and not turn.params.adapter and not turn.who.may_use_adapter(adapter):
+            adapter = None  # a rule picked one its scope does not grant: the base model answers
+        turn.params = turn.params.model_copy(update={"adapter": adapter})
+
+    def _authorize(self, turn: ChatTurn) -> None:
+        """The principal's scope (403 naming the missing scope); its id is the request source."""
+        if turn.principal is None:
+            raise ChatFailed(ErrorInfo(code="internal", status=500, message=(
+                "this request path built a chat turn without a principal; refusing it rather than "
+                "answering with the owner's rights (pass principal= to ChatTurn)")))
+        try:
+            turn.allowed_workers = authorize_chat(
+                turn.who, turn.profile or self.settings.default_profile, turn.params.adapter,
+                turn.allow_code_execution, turn.allowed_workers)
+        except ScopeDenied as exc:
+            raise ChatFailed(exc.info()) from None
+        if not turn.who.is_owner:
+            turn.source = turn.who.id
 
     def _unstored_conversation(self, turn: ChatTurn) -> tuple[str, bool]:
         """A turn that is not stored creates no conversation: the client's id (if any) is
@@ -252,10 +288,15 @@ class ChatService:
         if not CONVERSATION_ID_RE.match(cid):
             raise BadChatRequest("conversation_id must be 1-128 characters of letters, digits and _.:- "
                                  f"(got {cid[:40]!r})")
-        return cid, self.store.exists(cid)
+        owner_of = self.store.namespace_of(cid)
+        if owner_of is not None and not turn.who.may_address(owner_of):
+            # Someone else's thread: as unknown, and its history is never read.
+            raise ChatFailed(ErrorInfo(code="not_found", status=404, message=f"conversation '{cid}' does not exist"))
+        return cid, owner_of is not None
 
     async def start(self, turn: ChatTurn) -> ChatRun:
         self._check(turn)
+        self._authorize(turn)
         cls = traffic.classify(turn.source, turn.client, turn.priority, turn.messages, self.settings.traffic)
         policy = turn.policy = traffic.policy_for(cls, turn.memory, self.settings.traffic)
         turn.explicit_adapter = turn.params.adapter
@@ -318,7 +359,8 @@ class ChatService:
         queues = {kind: route.queue for kind, route in self.settings.routes.items()}
         await self.tasks.set_plan(run.task_id, plan.model_dump(), queues)
         ctx = StepContext(attachments=turn.attachments, allow_code_execution=turn.allow_code_execution,
-                          profile=turn.profile, adapter=turn.explicit_adapter, source=turn.source)
+                          profile=turn.profile, adapter=turn.explicit_adapter, source=turn.source,
+                          memory_scope=turn.who.memory_filter(), principal=turn.who)
         outcomes = await self.runner.run(run.task_id, plan, ctx)
         failed = failure_summary(outcomes)
         if failed:
@@ -349,8 +391,9 @@ class ChatService:
                 messages, failed = await self._plan_steps(run, turn, question, prompt)
                 answer_id = f"{run.task_id}.answer"
             policy = turn.policy or traffic.policy_for("owner", turn.memory, self.settings.traffic)
-            if self.memory is not None and policy.reads_memory:
-                recalled = await self.memory.retrieve_context(question, run.conversation_id)
+            if self.memory is not None and policy.reads_memory and turn.who.reads_memory():
+                recalled = await self.memory.retrieve_context(question, run.conversation_id,
+                                                              scope=turn.who.memory_filter())
                 run.sources = [s.model_dump() for s in recalled.sources]
                 messages = list(recalled.messages) + messages
             task = ChatTask(model=turn.model, messages=messages, params=self._params(turn), stream=True)

@@ -47,6 +47,7 @@ from configs.contracts.memory import (
     RAG_INDEX_TURNS,
     RAG_SEARCH,
     Hit,
+    MemoryScopeFilter,
     SearchRequest,
     SearchResult,
     TurnToIndex,
@@ -167,7 +168,9 @@ class MemoryClient:
         return SearchResult.model_validate(result)
 
     async def retrieve_context(self, query: str, conversation_id: str | None = None,
-                               exclude_recent: int | None = None) -> MemoryContext:
+                               exclude_recent: int | None = None,
+                               scope: MemoryScopeFilter | None = None) -> MemoryContext:
+        """`scope`: what the asking principal may read (None: everything, the owner)."""
         self.ensure_drainer()
         if not self.config.enabled or self.config.context_top_k == 0 or self.config.context_budget_tokens <= 0:
             return MemoryContext()
@@ -176,7 +179,7 @@ class MemoryClient:
             recent = self.settings.history_messages if exclude_recent is None else exclude_recent
             exclude = await asyncio.to_thread(self.store.recent_message_ids, conversation_id, recent + 1)
         request = SearchRequest(query=query[:8000] or " ", k=self.config.context_top_k,
-                                exclude_message_ids=exclude)
+                                exclude_message_ids=exclude, scope=scope)
         try:
             result = await self.search(request)
         except MemoryUnavailable as exc:
@@ -251,7 +254,7 @@ class MemoryClient:
             else:
                 turns = [TurnToIndex(message_id=i.message_id or 0, conversation_id=i.conversation_id,
                                      conversation_title=i.conversation_title, role=i.role or "user",
-                                     content=i.content, created_at=i.created_at)
+                                     content=i.content, created_at=i.created_at, namespace=i.namespace)
                          for i in group if i.content is not None]  # None: deleted before indexing
                 if turns:
                     await self._run_once(tuple(ids), RAG_INDEX_TURNS,

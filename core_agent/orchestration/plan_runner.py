@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 
 from configs.schema import Settings
 from configs.telemetry import tracer
+from core_agent.access.principal import Principal, ScopeDenied
 from core_agent.orchestration.dispatcher import DispatchError, Dispatcher
 from core_agent.orchestration.plans import Plan, PlanStep
 from core_agent.stores.task_store import TaskStore, summarize
 from lora_manager.errors import AdapterError
 from lora_manager.policy import AdapterGate
+from configs.contracts.memory import MemoryScopeFilter
 from configs.contracts.tasks import Attachment, GenerationParams, StepTask, TaskResult
 
 log = logging.getLogger("appliance.plan_runner")
@@ -38,6 +40,8 @@ class StepContext:
     profile: str | None = None
     adapter: str | None = None   # the request's explicit adapter, if any
     source: str = "owner"        # who asked: "owner" or "webhook:<name>" (adapter policy)
+    memory_scope: MemoryScopeFilter | None = None  # what memory steps may read (None: everything)
+    principal: Principal | None = None  # whose scope the steps' profiles and adapters must be in
 
 
 @dataclass
@@ -62,8 +66,16 @@ class PlanRunner:
         name = step.profile or ctx.profile or route.profile or self.settings.default_profile
         profile = self.settings.profiles.get(name) or self.settings.profiles[self.settings.default_profile]
         adapter = None
+        who = ctx.principal
+        if who is not None and (step.profile or ctx.profile):
+            who.require_profile(name)  # ScopeDenied: the step fails, naming the scope
         if step.worker in ("chat", "code"):  # only model-backed kinds take adapters
-            adapter = self.adapters.resolve(step.adapter or ctx.adapter, step.worker, ctx.source, name).adapter
+            named = step.adapter or ctx.adapter
+            if who is not None and named:
+                who.require_adapter(named)
+            adapter = self.adapters.resolve(named, step.worker, ctx.source, name).adapter
+            if who is not None and adapter and not who.may_use_adapter(adapter):
+                adapter = None  # picked by a rule, not granted by the scope: the base model
         return GenerationParams(max_tokens=profile.max_tokens, temperature=profile.temperature,
                                 thinking=profile.thinking, adapter=adapter)
 
@@ -142,7 +154,7 @@ class PlanRunner:
         model = route.model if step.worker in ("chat", "code") else None
         try:
             params = self._params(step, ctx)
-        except AdapterError as exc:
+        except (AdapterError, ScopeDenied) as exc:
             await self.tasks.update_step(task_id, step.id, state="failed", error=str(exc), finished_at=time.time())
             await asyncio.to_thread(self.tasks.log_route, task_id, step.id, step.worker, model, step.adapter,
                                     0, 0, 0.0, "refused")
@@ -150,7 +162,7 @@ class PlanRunner:
         payload = StepTask(task_id=task_id, step_id=step.id, instruction=step.instruction, inputs=inputs,
                            model=model, params=params,
                            attachments=ctx.attachments if step.worker == "vision" else [],
-                           allow_code_execution=ctx.allow_code_execution)
+                           allow_code_execution=ctx.allow_code_execution, memory_scope=ctx.memory_scope)
         started = time.time()
         await self.tasks.update_step(task_id, step.id, state="running", queued_at=started, model=model,
                                      adapter=params.adapter)

@@ -62,12 +62,20 @@ END;
 """
 
 
+# Whose a conversation is (core_agent/access/principal.py): "owner", "key:<name>",
+# "webhook:<name>" or a scope's namespace. Added after the first release: rows from
+# before have no namespace and belong to the owner (the column default migrates them).
+NAMESPACE_COLUMN = "ALTER TABLE conversations ADD COLUMN namespace TEXT NOT NULL DEFAULT 'owner'"
+OWNER_NAMESPACE = "owner"
+
+
 class Conversation(BaseModel):
     id: str
     title: str
     created_at: float
     updated_at: float
     message_count: int = 0
+    namespace: str = OWNER_NAMESPACE
 
 
 class StoredMessage(BaseModel):
@@ -97,22 +105,46 @@ class MemoryOutboxItem(BaseModel):
     content: str | None = None
     created_at: float
     conversation_title: str = ""
+    namespace: str = OWNER_NAMESPACE
     attempts: int = 0
 
 
 class ConversationStore(SqliteFile):
     def __init__(self, path: Path) -> None:
         super().__init__(path, SCHEMA, MEMORY_OUTBOX_SCHEMA)
+        self._add_namespace_column()
 
+    def _add_namespace_column(self) -> None:
+        with self._connect() as db:
+            columns = {r["name"] for r in db.execute("PRAGMA table_info(conversations)").fetchall()}
+            if "namespace" not in columns:
+                db.execute(NAMESPACE_COLUMN)
+            db.execute("CREATE INDEX IF NOT EXISTS conversations_by_namespace ON conversations(namespace, updated_at)")
 
-    def create(self, title: str = "New conversation", conversation_id: str | None = None) -> Conversation:
+    def create(self, title: str = "New conversation", conversation_id: str | None = None,
+               namespace: str = OWNER_NAMESPACE) -> Conversation:
         now = time.time()
         conv = Conversation(id=conversation_id or uuid.uuid4().hex, title=title[:200] or "New conversation",
-                            created_at=now, updated_at=now)
+                            created_at=now, updated_at=now, namespace=namespace)
         with self._connect() as db:
-            db.execute("INSERT INTO conversations(id, title, created_at, updated_at) VALUES (?,?,?,?)",
-                       (conv.id, conv.title, conv.created_at, conv.updated_at))
+            db.execute("INSERT INTO conversations(id, title, created_at, updated_at, namespace) VALUES (?,?,?,?,?)",
+                       (conv.id, conv.title, conv.created_at, conv.updated_at, conv.namespace))
         return conv
+
+    def namespace_of(self, conversation_id: str) -> str | None:
+        """Whose the conversation is, or None if it does not exist."""
+        with self._connect() as db:
+            row = db.execute("SELECT namespace FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def ids_in(self, namespaces: list[str]) -> list[str]:
+        """Ids of every conversation stored in these namespaces."""
+        if not namespaces:
+            return []
+        marks = ",".join("?" * len(namespaces))
+        with self._connect() as db:
+            rows = db.execute(f"SELECT id FROM conversations WHERE namespace IN ({marks})", namespaces).fetchall()
+        return [str(r[0]) for r in rows]
 
     def get(self, conversation_id: str) -> Conversation:
         with self._connect() as db:
@@ -127,13 +159,20 @@ class ConversationStore(SqliteFile):
         with self._connect() as db:
             return db.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone() is not None
 
-    def list(self, limit: int = 100, offset: int = 0, query: str | None = None) -> list[Conversation]:
+    def list(self, limit: int = 100, offset: int = 0, query: str | None = None,
+             namespaces: list[str] | None = None) -> list[Conversation]:
+        """Newest first; `namespaces` (None = all) limits it to those principals' conversations."""
         sql = ("SELECT c.*, (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS message_count "
-               "FROM conversations c")
+               "FROM conversations c WHERE 1=1")
         args: list[Any] = []
+        if namespaces is not None:
+            if not namespaces:
+                return []
+            sql += f" AND c.namespace IN ({','.join('?' * len(namespaces))})"
+            args += namespaces
         if query:
-            sql += (" WHERE c.title LIKE ? OR EXISTS (SELECT 1 FROM messages m WHERE "
-                    "m.conversation_id = c.id AND m.content LIKE ?)")
+            sql += (" AND (c.title LIKE ? OR EXISTS (SELECT 1 FROM messages m WHERE "
+                    "m.conversation_id = c.id AND m.content LIKE ?))")
             args += [f"%{query}%", f"%{query}%"]
         sql += " ORDER BY c.updated_at DESC LIMIT ? OFFSET ?"
         args += [limit, offset]
@@ -192,7 +231,8 @@ class ConversationStore(SqliteFile):
         with self._connect() as db:
             rows = db.execute(
                 "SELECT o.id, o.op, o.conversation_id, o.message_id, o.created_at, o.attempts, "
-                "m.role, m.content, COALESCE(c.title, '') AS conversation_title "
+                "m.role, m.content, COALESCE(c.title, '') AS conversation_title, "
+                "COALESCE(c.namespace, 'owner') AS namespace "
                 "FROM memory_outbox o LEFT JOIN messages m ON m.id = o.message_id "
                 "LEFT JOIN conversations c ON c.id = o.conversation_id ORDER BY o.id LIMIT ?",
                 (limit,)).fetchall()

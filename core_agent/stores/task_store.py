@@ -198,8 +198,14 @@ class TaskStore(SqliteFile):
         return TaskRecord(**data, steps=records)
 
     def list(self, conversation_id: str | None = None, status: str | None = None,
-             limit: int = 50) -> list[TaskRecord]:
+             limit: int = 50, conversation_ids: list[str] | None = None) -> list[TaskRecord]:
+        """Newest first; `conversation_ids` (None = any) limits it to tasks of those conversations."""
         sql, args = "SELECT id FROM tasks WHERE 1=1", []
+        if conversation_ids is not None:
+            if not conversation_ids:
+                return []
+            sql += f" AND conversation_id IN ({','.join('?' * len(conversation_ids))})"
+            args += conversation_ids
         if conversation_id:
             sql += " AND conversation_id = ?"
             args.append(conversation_id)

@@ -7,7 +7,10 @@ JSON object body (400), request fields (400), idempotency key (422 when reused f
 another body). Then a job row is written (webhook_jobs.JobStore) and the hook's prompt
 template, filled from the body, runs as one ChatTurn through the app's ChatService
 with the hook's limits (source "webhook:<name>", profile, mode, allowed workers and
-adapters, no code execution unless allowed).
+adapters, no code execution unless allowed) and as the hook's principal: its scope
+(configs/scopes.yaml) decides which memory the turn may recall, and its conversations
+live in the namespace "webhook:<name>" — a conversation_id of anybody else's thread
+is refused like an unknown one (404), never joined.
 
 sync hooks answer in the response (or 202 + job when the answer takes longer than
 sync_timeout_s); async hooks answer 202 at once and POST the finished job to the
@@ -36,6 +39,7 @@ import httpx
 
 from configs.schema import Settings
 from configs.webhooks_schema import WebhookHook, WebhooksConfig
+from core_agent.access.principal import Principal, UnknownPreset, webhook_principal
 from core_agent.orchestration.chat_service import ChatFailed, ChatService, ChatTurn
 from core_agent.stores.conversations import ConversationStore
 from core_agent.ops.launcher import process_alive
@@ -304,6 +308,8 @@ class WebhookService:
         if model not in self.settings.models:
             raise WebhookError(503, f"webhook '{name}' names model '{model}', which is not configured "
                                     f"(models in configs/models.yaml)", "hook_misconfigured")
+        self.principal(name, hook)
+        self._check_conversation(name, hook, request.conversation_id)
         digest = hashlib.sha256(raw).hexdigest()
         job, created = await asyncio.to_thread(self.jobs.create, name, digest, idempotency_key,
                                                request.callback_url)
@@ -315,17 +321,32 @@ class WebhookService:
         self._spawn(job.id, self._run(name, hook, job.id, request, model))
         return job, True
 
+    def principal(self, name: str, hook: WebhookHook) -> Principal:
+        try:
+            return webhook_principal(self.settings, name, hook.scope)
+        except UnknownPreset as exc:
+            raise WebhookError(503, f"webhook '{name}': {exc}", "hook_misconfigured") from None
+
+    def _check_conversation(self, name: str, hook: WebhookHook, cid: str | None) -> None:
+        """Someone else's conversation is refused before a job exists, like an unknown one would be
+        by GET /conversations/{id}: the caller learns nothing about whose it is."""
+        namespace = self.conversations.namespace_of(cid) if cid else None
+        if namespace is not None and not self.principal(name, hook).may_address(namespace):
+            raise WebhookError(404, f"conversation '{cid}' does not exist", "not_found")
+
     async def _turn(self, name: str, hook: WebhookHook, request: HookRequest, model: str) -> ChatTurn:
         messages = [ChatMessage(role="system", content=hook.system_prompt)] if hook.system_prompt else []
         messages.append(ChatMessage(role="user", content=request.prompt))
+        principal = self.principal(name, hook)
         cid = request.conversation_id
         if cid is None:
             # Each call gets its own conversation, titled so the owner sees where it came from.
             title = f"webhook {name}: {request.prompt[:60]}"
-            cid = (await asyncio.to_thread(self.conversations.create, title=title)).id
+            cid = (await asyncio.to_thread(self.conversations.create, title=title,
+                                           namespace=principal.namespace)).id
         params = GenerationParams(max_tokens=hook.max_tokens, adapter=request.adapter)
         return ChatTurn(model=model, messages=messages, params=params, conversation_id=cid, stream=False,
-                        **_turn_extras(name, hook))
+                        principal=principal, **_turn_extras(name, hook))
 
     async def _run(self, name: str, hook: WebhookHook, job_id: str, request: HookRequest, model: str) -> None:
         try:

@@ -48,6 +48,8 @@ def conversation_sidebar(client: ApiClient) -> None:
     current = st.session_state.get("conversation_id")
     for conv in conversations[:50]:
         label = ("» " if conv["id"] == current else "") + (conv["title"] or conv["id"])
+        if conv.get("namespace", "owner") != "owner":
+            label += f"  [{conv['namespace']}]"  # a key's or webhook's thread (docs/security.md)
         if sb.button(label, key=f"conv-{conv['id']}", use_container_width=True):
             _open(client, conv)
             st.rerun()
