@@ -1,21 +1,30 @@
 """Split parsed documents into overlapping token windows that keep their context.
 
-A "token" here is a word or a punctuation mark (regex), not a model's word piece:
-it is the same for every embedding backend, cheap, and close enough to budget a
-prompt (a word is ~1.3 word pieces in English). Chunks are cut on token
-boundaries, preferably at the end of a sentence, and carry the Markdown heading
-path of the section they come from.
+Chunks are sized in the embedding model's own tokens (`model_token_spans`): the
+model reads at most a fixed number of word pieces (all-MiniLM-L6-v2: 256) and
+silently drops the rest, and Cyrillic text costs far more word pieces than words
+(an English-only WordPiece vocabulary splits Russian words into many pieces), so a
+word count would let Russian chunks overflow. Chunks are cut on token boundaries,
+preferably at the end of a sentence, and carry the Markdown heading path of the
+section they come from.
+
+`count_tokens` / `truncate_tokens` (a word or punctuation mark = one token) stay the
+cheap, model-free measure the core uses to budget prompts.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from rag.parsers import Section
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]", re.UNICODE)
-SENTENCE_END = frozenset(".!?…\n")
+SENTENCE_END = frozenset(".!?…")
+
+# Character spans (start, end) of the tokens a model reads in `text`.
+TokenSpans = Callable[[str], list[tuple[int, int]]]
 
 
 def count_tokens(text: str) -> int:
@@ -32,6 +41,33 @@ def truncate_tokens(text: str, limit: int) -> str:
     return text
 
 
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """Words and punctuation marks: the measure when the model's tokenizer is not local."""
+    return [m.span() for m in TOKEN_RE.finditer(text)]
+
+
+def hf_token_spans(tokenizer: Any) -> TokenSpans:
+    """Spans of a Hugging Face fast tokenizer's tokens (no [CLS]/[SEP])."""
+
+    def spans(text: str) -> list[tuple[int, int]]:
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False,
+                            verbose=False)
+        return [(a, b) for a, b in encoded["offset_mapping"] if b > a]
+
+    return spans
+
+
+def model_token_spans(embedder: Any) -> TokenSpans:
+    """The embedder's own tokenizer when it runs in this process (sentence-transformers
+    exposes it as `.model.tokenizer`); a remote model (OpenAI-compatible server) has none
+    here, so chunks fall back to words (set `memory.chunk_tokens` with margin for it)."""
+    model = getattr(embedder, "model", None)
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None and getattr(tokenizer, "is_fast", False):
+        return hf_token_spans(tokenizer)
+    return word_spans
+
+
 @dataclass
 class Chunk:
     index: int
@@ -45,34 +81,40 @@ class Chunk:
         return f"{context}\n{self.text}" if context else self.text
 
 
-def _windows(text: str, size: int, overlap: int) -> list[str]:
-    spans = [(m.start(), m.end(), m.group()) for m in TOKEN_RE.finditer(text)]
+def _ends_sentence(text: str, end: int) -> bool:
+    return text[end - 1] in SENTENCE_END or text[end:end + 1] == "\n"
+
+
+def _windows(text: str, size: int, overlap: int, spans_of: TokenSpans) -> list[tuple[str, int]]:
+    """(piece, tokens) windows of at most `size` tokens overlapping by `overlap`."""
+    spans = spans_of(text)
     if not spans:
         return []
     if len(spans) <= size:
-        return [text[spans[0][0]:spans[-1][1]].strip()]
-    out: list[str] = []
+        return [(text[spans[0][0]:spans[-1][1]].strip(), len(spans))]
+    out: list[tuple[str, int]] = []
     start = 0
     while start < len(spans):
         end = min(start + size, len(spans))
         if end < len(spans):
             # Prefer to end at a sentence end within the last quarter of the window.
             for cut in range(end, start + (3 * size) // 4, -1):
-                if spans[cut - 1][2] in SENTENCE_END:
+                if _ends_sentence(text, spans[cut - 1][1]):
                     end = cut
                     break
-        out.append(text[spans[start][0]:spans[end - 1][1]].strip())
+        out.append((text[spans[start][0]:spans[end - 1][1]].strip(), end - start))
         if end >= len(spans):
             break
         start = max(end - overlap, start + 1)
     return out
 
 
-def chunk_sections(sections: list[Section], size: int, overlap: int) -> list[Chunk]:
+def chunk_sections(sections: list[Section], size: int, overlap: int,
+                   spans_of: TokenSpans = word_spans) -> list[Chunk]:
     chunks: list[Chunk] = []
     for section in sections:
-        for piece in _windows(section.text, size, overlap):
+        for piece, tokens in _windows(section.text, size, overlap, spans_of):
             if piece:
                 chunks.append(Chunk(index=len(chunks), text=piece, heading_path=section.heading_path,
-                                    tokens=count_tokens(piece)))
+                                    tokens=tokens))
     return chunks

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
 from configs.schema import EmbeddingModelConfig, FusionConfig, Settings
-from rag.chunking import Chunk, chunk_sections
+from rag.chunking import Chunk, TokenSpans, chunk_sections, model_token_spans
 from rag.fusion import Fused, dense_weight, fuse
 from rag.lexical import LexicalEncoder, detect_language
+from rag.recall import select
 from rag.parsers import ParsedDocument, ParseError, Section, parse_file
 from configs.contracts.memory import (
     DocumentInfo,
@@ -39,7 +40,16 @@ from configs.contracts.memory import (
     TurnToIndex,
 )
 from rag.registry import DocumentRegistry
-from rag.store import COLLECTION_KINDS, CollectionKind, EmbeddingSpec, MemoryStore, StoredPoint
+from rag.store import (
+    COLLECTION_KINDS,
+    CollectionKind,
+    EmbeddingSpec,
+    MemoryStore,
+    StoredPoint,
+    Where,
+    legacy_local_dir,
+    open_store,
+)
 
 log = logging.getLogger("appliance.rag")
 
@@ -88,9 +98,20 @@ class MemoryService:
         self.embedder = embedder
         spec = EmbeddingSpec(model=embedder.model_name, dimension=embedder.dimension,
                              distance=embedder.config.distance)
-        self.store = store or MemoryStore(self.config, settings.data_dir, spec)
+        self.store = store or open_store(self.config, settings.data_dir, spec)
+        if store is None:
+            self._migrate_old_folder()
         self.registry = registry or DocumentRegistry(settings.memory_dir / "documents.sqlite3")
         self.lexical = LexicalEncoder(self.config.lexical)
+        self._token_spans: TokenSpans | None = None
+
+    def _migrate_old_folder(self, progress: Progress | None = None) -> None:
+        """An old qdrant-client local-mode folder is copied into Edge once (rag/migration.py)."""
+        if self.store.engine != "edge":
+            return
+        from rag.migration import migrate_local_folder
+
+        migrate_local_folder(self.store, legacy_local_dir(self.config, self.settings.data_dir), progress)
 
     # --- shared ----------------------------------------------------------------
 
@@ -101,8 +122,15 @@ class MemoryService:
             vectors.extend(self.embedder.embed(texts[start:start + size]).vectors)
         return vectors
 
+    @property
+    def token_spans(self) -> TokenSpans:
+        """The embedding model's own tokenizer (chunks are sized in the tokens it reads)."""
+        if self._token_spans is None:
+            self._token_spans = model_token_spans(self.embedder)
+        return self._token_spans
+
     def _chunks(self, sections: list[Section]) -> list[Chunk]:
-        return chunk_sections(sections, self.config.chunk_tokens, self.config.chunk_overlap)
+        return chunk_sections(sections, self.config.chunk_tokens, self.config.chunk_overlap, self.token_spans)
 
     # --- documents -------------------------------------------------------------
 
@@ -219,6 +247,7 @@ class MemoryService:
                 total += len(self._index_document(info.source, document, info.content_hash))
             if progress:
                 progress(info.source)
+        self.store.optimize()  # a bulk load: build the indexes now, not on the next write
         return total
 
     # --- conversation turns ----------------------------------------------------
@@ -252,20 +281,21 @@ class MemoryService:
 
     # --- search ----------------------------------------------------------------
 
-    def candidates(self, request: SearchRequest) -> Candidates:
-        """The dense and lexical candidate lists (best first) over the requested kinds."""
+    def candidates(self, request: SearchRequest, where: Where | None = None) -> Candidates:
+        """The dense and lexical candidate lists (best first) over the requested kinds.
+        `where` is a payload filter applied inside the index on both engines
+        ({field: value or [values]}, e.g. a scope's namespace, conversation or tags)."""
         kinds = [KIND_COLLECTION[k] for k in dict.fromkeys(request.kinds)]
         exclude = {"message_id": request.exclude_message_ids} if request.exclude_message_ids else None
         limit = max(self.config.fusion.candidates, request.k)
         out = Candidates(language=detect_language(request.query))
-        if request.mode in ("hybrid", "dense"):
-            vector = self._embed([request.query])[0]
-            for kind in kinds:
-                out.dense += self.store.dense_search(kind, vector, limit, exclude if kind == "turns" else None)
-        if request.mode in ("hybrid", "lexical"):
-            sparse = self.lexical.query(request.query)
-            for kind in kinds:
-                out.lexical += self.store.lexical_search(kind, sparse, limit, exclude if kind == "turns" else None)
+        vector = self._embed([request.query])[0] if request.mode in ("hybrid", "dense") else None
+        sparse = self.lexical.query(request.query) if request.mode in ("hybrid", "lexical") else None
+        for kind in kinds:
+            dense, lexical = self.store.search(kind, vector, sparse, limit, where,
+                                               exclude if kind == "turns" else None)
+            out.dense += dense
+            out.lexical += lexical
         # Scores of one model are comparable across the two collections: merge by score.
         out.dense = sorted(out.dense, key=lambda p: p.score, reverse=True)[:limit]
         out.lexical = sorted(out.lexical, key=lambda p: p.score, reverse=True)[:limit]
@@ -280,10 +310,10 @@ class MemoryService:
         weight = dense_weight(fusion, found.language, self.embedder.config.languages)
         return fuse(found.dense, found.lexical, fusion, weight)
 
-    def search(self, request: SearchRequest) -> SearchResult:
+    def search(self, request: SearchRequest, where: Where | None = None) -> SearchResult:
         started = time.perf_counter()
-        ranked = self.rank(self.candidates(request), request.mode)
-        hits = [self._hit(item.payload, item.score) for item in ranked[:request.k]]
+        ranked = self.rank(self.candidates(request, where), request.mode)
+        hits = [self._hit(item.payload, item.score) for item in select(ranked, request.k, self.config.recall)]
         return SearchResult(hits=hits, mode=request.mode, seconds=time.perf_counter() - started)
 
     @staticmethod
