@@ -156,8 +156,9 @@ class MemoryStore(ABC):
                lexical: list[SparseVector], payloads: list[dict[str, Any]]) -> None: ...
 
     @abstractmethod
-    def upsert_records(self, kind: CollectionKind, records: list[PointRecord]) -> None:
-        """Write whole points as they are (migration); vectors keep their names."""
+    def upsert_records(self, kind: CollectionKind, records: list[PointRecord], optimize: bool = True) -> None:
+        """Write whole points as they are (migration, bulk loads); vectors keep their names.
+        optimize=False leaves the index build to an explicit `optimize()` after the load."""
 
     @abstractmethod
     def delete(self, kind: CollectionKind, where: Where, unless: Where | None = None) -> None:

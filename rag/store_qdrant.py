@@ -131,7 +131,7 @@ class QdrantServerStore(MemoryStore):
                    for pid, vec, lex, payload in zip(ids, dense, lexical, payloads, strict=True)]
         self.upsert_records(kind, records)
 
-    def upsert_records(self, kind: CollectionKind, records: list[PointRecord]) -> None:
+    def upsert_records(self, kind: CollectionKind, records: list[PointRecord], optimize: bool = True) -> None:
         points = [qm.PointStruct(id=r.id, vector={**r.dense, **{k: sparse(v) for k, v in r.sparse.items()}},
                                  payload=r.payload) for r in records]
         for start in range(0, len(points), 256):
