@@ -128,6 +128,9 @@ class EmbeddingsConfig(StrictModel):
 class LexicalConfig(StrictModel):
     """BM25-style sparse vectors; IDF is applied by Qdrant (sparse modifier idf)."""
 
+    # "appliance" = rag/lexical.py, "qdrant_bm25" = Qdrant's Bm25 per script (rag/lexical_bm25.py);
+    # measured by bench/rag_eval.py. Changing it needs `appliance memory reindex`.
+    encoder: Literal["appliance", "qdrant_bm25"] = "appliance"
     k1: float = Field(default=1.2, ge=0.0)
     b: float = Field(default=0.75, ge=0.0, le=1.0)
     # Fixed average document length in terms: stored vectors never need rewriting

@@ -77,8 +77,15 @@ class Chunk:
 
     def embedding_text(self, title: str) -> str:
         """What is embedded and lexically indexed: the chunk plus where it sits."""
-        context = " > ".join(p for p in (title, self.heading_path) if p)
+        context = heading_context(title, self.heading_path)
         return f"{context}\n{self.text}" if context else self.text
+
+
+def heading_context(title: str, heading_path: str) -> str:
+    """"Title > H1 > H2", without repeating a title that is also the first heading."""
+    if title and (heading_path == title or heading_path.startswith(title + " > ")):
+        return heading_path
+    return " > ".join(p for p in (title, heading_path) if p)
 
 
 def _ends_sentence(text: str, end: int) -> bool:
@@ -109,11 +116,24 @@ def _windows(text: str, size: int, overlap: int, spans_of: TokenSpans) -> list[t
     return out
 
 
-def chunk_sections(sections: list[Section], size: int, overlap: int,
-                   spans_of: TokenSpans = word_spans) -> list[Chunk]:
+MIN_CHUNK_TOKENS = 16
+SPECIAL_TOKENS = 2   # [CLS] and [SEP] count against the model's input limit
+
+
+def chunk_sections(sections: list[Section], size: int, overlap: int, spans_of: TokenSpans = word_spans,
+                   model_limit: int | None = None, title: str = "") -> list[Chunk]:
+    """Chunks of at most `size` tokens. With `model_limit` (the tokens the model reads),
+    a section's chunks shrink so that the heading context embedded with each chunk
+    still fits: a deep Russian heading path alone can cost 70 word pieces."""
     chunks: list[Chunk] = []
     for section in sections:
-        for piece, tokens in _windows(section.text, size, overlap, spans_of):
+        section_size, section_overlap = size, overlap
+        if model_limit:
+            context = heading_context(title, section.heading_path)
+            room = model_limit - SPECIAL_TOKENS - (len(spans_of(context)) + 1 if context else 0)
+            section_size = max(min(size, room), MIN_CHUNK_TOKENS)
+            section_overlap = min(overlap, section_size // 4)
+        for piece, tokens in _windows(section.text, section_size, section_overlap, spans_of):
             if piece:
                 chunks.append(Chunk(index=len(chunks), text=piece, heading_path=section.heading_path,
                                     tokens=tokens))

@@ -121,3 +121,12 @@ class LexicalEncoder:
 
     def query(self, text: str) -> SparseVector:
         return self._vector({term_index(t): 1.0 for t in set(terms(text))})
+
+
+def lexical_encoder(config: LexicalConfig):
+    """The configured encoder (memory.lexical.encoder): ours (this module) or Qdrant's BM25."""
+    if config.encoder == "qdrant_bm25":
+        from rag.lexical_bm25 import QdrantBm25Encoder
+
+        return QdrantBm25Encoder(config)
+    return LexicalEncoder(config)

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
 from configs.schema import EmbeddingModelConfig, FusionConfig, Settings
-from rag.chunking import Chunk, TokenSpans, chunk_sections, model_token_spans
+from rag.chunking import Chunk, TokenSpans, chunk_sections, model_token_spans, word_spans
 from rag.fusion import Fused, dense_weight, fuse
-from rag.lexical import LexicalEncoder, detect_language
+from rag.lexical import detect_language, lexical_encoder
 from rag.recall import select
 from rag.parsers import ParsedDocument, ParseError, Section, parse_file
 from configs.contracts.memory import (
@@ -102,7 +102,7 @@ class MemoryService:
         if store is None:
             self._migrate_old_folder()
         self.registry = registry or DocumentRegistry(settings.memory_dir / "documents.sqlite3")
-        self.lexical = LexicalEncoder(self.config.lexical)
+        self.lexical = lexical_encoder(self.config.lexical)
         self._token_spans: TokenSpans | None = None
 
     def _migrate_old_folder(self, progress: Progress | None = None) -> None:
@@ -129,8 +129,14 @@ class MemoryService:
             self._token_spans = model_token_spans(self.embedder)
         return self._token_spans
 
-    def _chunks(self, sections: list[Section]) -> list[Chunk]:
-        return chunk_sections(sections, self.config.chunk_tokens, self.config.chunk_overlap, self.token_spans)
+    def _model_limit(self) -> int | None:
+        """How many tokens the embedding model reads, when it runs here (None: unknown)."""
+        limit = getattr(self.embedder, "max_input_tokens", None)
+        return int(limit()) if callable(limit) and self.token_spans is not word_spans else None
+
+    def _chunks(self, sections: list[Section], title: str = "") -> list[Chunk]:
+        return chunk_sections(sections, self.config.chunk_tokens, self.config.chunk_overlap, self.token_spans,
+                              model_limit=self._model_limit(), title=title)
 
     # --- documents -------------------------------------------------------------
 
@@ -177,7 +183,7 @@ class MemoryService:
 
     def _index_document(self, source: str, document: ParsedDocument, digest: str) -> list[Chunk]:
         chunks, seen = [], set()
-        for chunk in self._chunks(document.sections):
+        for chunk in self._chunks(document.sections, document.title):
             chunk_digest = hashlib.sha256(chunk.text.encode()).hexdigest()
             if chunk_digest not in seen:  # repeated boilerplate is stored once per document
                 seen.add(chunk_digest)
