@@ -229,8 +229,9 @@ def test_recall_rules_on_a_ranking() -> None:
     assert chosen.index("new") < chosen.index("old"), "a recent turn wins the tie"
     assert "dup" not in chosen, "a near-identical chunk is shown once"
     assert sum(1 for pid in chosen if pid in ("old", "a2", "a3")) == 2, "per-conversation cap"
-    uncapped = RecallConfig(recency_weight=0.0, duplicate_similarity=1.0, per_conversation_cap=0)
-    assert len(select(ranked, 10, uncapped, now=now)) == len(ranked)
+    uncapped = [f.id for f in select(ranked, 10, RecallConfig(recency_weight=0.0, per_conversation_cap=0), now=now)]
+    assert uncapped.index("old") < uncapped.index("new"), "without recency the tie keeps the fused order"
+    assert sum(1 for pid in uncapped if pid in ("old", "a2", "a3")) == 3
 
 
 def test_search_applies_recency_dedup_and_the_cap_to_real_turns(embedder, tmp_path: Path) -> None:
