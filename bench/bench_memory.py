@@ -20,7 +20,8 @@
     .venv/bin/python -m bench.bench_memory [--sizes 10000 100000 1000000] [--json] [--no-write]
 
 With --json, one JSON object per size is printed on stdout as soon as it is measured
-(the text goes to stderr). Without --no-write the table goes to docs/benchmarks.md.
+(the text goes to stderr). Without --no-write the table goes to docs/benchmarks.md;
+`--from-json FILE` writes the table from the rows a --json run printed into FILE.
 """
 
 from __future__ import annotations
@@ -248,7 +249,16 @@ def main() -> None:
     parser.add_argument("--ingest-copies", type=int, default=0, help="also measure ingest (0 = skip)")
     parser.add_argument("--json", action="store_true", help="one JSON object per size on stdout")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--from-json", type=Path, help="render rows a previous --json run printed (e.g. a long "
+                        "sweep run in the background) instead of measuring")
     args = parser.parse_args()
+    if args.from_json:
+        rows = [json.loads(line) for line in args.from_json.read_text().splitlines() if line.startswith("{")]
+        text = markdown(rows, None, args.queries)
+        print(text)
+        if not args.no_write:
+            write_section("memory", text)
+        return
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         settings = load_settings(overrides={"data_dir": tmp, "memory": {"qdrant_url": None, "qdrant_path": None,
                                                                          "edge_path": None}})
