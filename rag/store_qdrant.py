@@ -19,6 +19,7 @@ from configs.schema import MemoryConfig
 from rag.lexical import SparseVector
 from rag.store import (
     COLLECTION_KINDS,
+    LEGACY_DENSE,
     LEXICAL,
     PAYLOAD_INDEXES,
     CollectionKind,
@@ -63,6 +64,8 @@ class QdrantServerStore(MemoryStore):
         self.spec = spec
         self.location = config.qdrant_url or "qdrant-client"
         self.client = client or self._connect(config)
+        # Collections made before one vector name per model keep their `dense` vector.
+        self.vector_names: dict[str, str] = {}
         for kind in COLLECTION_KINDS:
             if self.client.collection_exists(self.name(kind)):
                 self._check(kind)
@@ -97,6 +100,9 @@ class QdrantServerStore(MemoryStore):
         vectors = info.config.params.vectors
         dense = vectors.get(self.dense_name) if isinstance(vectors, dict) else None
         model = (info.config.metadata or {}).get("embedding_model")
+        if dense is None and isinstance(vectors, dict) and LEGACY_DENSE in vectors and model == self.spec.model:
+            dense = vectors[LEGACY_DENSE]   # same model, older name: no reindex needed
+            self.vector_names[kind] = LEGACY_DENSE
         problems = []
         if dense is None:
             names = sorted(vectors) if isinstance(vectors, dict) else []
@@ -111,8 +117,12 @@ class QdrantServerStore(MemoryStore):
         if problems:
             raise mismatch_error(self.name(kind), problems)
 
+    def vector_name(self, kind: CollectionKind) -> str:
+        return self.vector_names.get(kind, self.dense_name)
+
     def recreate(self, kind: CollectionKind) -> None:
         self.drop(kind)
+        self.vector_names.pop(kind, None)
         self._create(kind)
 
     def drop(self, kind: CollectionKind) -> None:
@@ -126,7 +136,7 @@ class QdrantServerStore(MemoryStore):
 
     def upsert(self, kind: CollectionKind, ids: list[str], dense: list[list[float]],
                lexical: list[SparseVector], payloads: list[dict[str, Any]]) -> None:
-        records = [PointRecord(id=pid, dense={self.dense_name: vec}, sparse={LEXICAL: lex} if lex else {},
+        records = [PointRecord(id=pid, dense={self.vector_name(kind): vec}, sparse={LEXICAL: lex} if lex else {},
                                payload=payload)
                    for pid, vec, lex, payload in zip(ids, dense, lexical, payloads, strict=True)]
         self.upsert_records(kind, records)
@@ -150,7 +160,7 @@ class QdrantServerStore(MemoryStore):
                exclude: Where | None = None) -> tuple[list[StoredPoint], list[StoredPoint]]:
         flt = to_filter(where, exclude)
         out: list[list[StoredPoint]] = []
-        for query, using in ((dense, self.dense_name), (sparse(lexical) if lexical else None, LEXICAL)):
+        for query, using in ((dense, self.vector_name(kind)), (sparse(lexical) if lexical else None, LEXICAL)):
             if query is None:
                 out.append([])
                 continue

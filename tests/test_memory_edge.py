@@ -257,3 +257,23 @@ def test_search_applies_recency_dedup_and_the_cap_to_real_turns(embedder, tmp_pa
         assert "old-twin" not in [h.conversation_id for h in hits], "its duplicate is not shown again"
     finally:
         service.close()
+
+
+def test_a_server_collection_from_before_the_per_model_vector_name_still_serves(embedder, tmp_path: Path) -> None:
+    """Upgrading the compose stack must not force a re-embedding of everything: a collection
+    with the old `dense` vector built by the same model keeps working (qdrant-client local
+    mode stands in for the server: same client API)."""
+    path = tmp_path / "server-like"
+    old_local_folder(path, embedder, n_filler=20)
+    settings = Settings(data_dir=tmp_path)
+    spec = EmbeddingSpec(model=embedder.model_name, dimension=embedder.dimension)
+    store = QdrantServerStore(settings.memory, spec, client=QdrantClient(path=str(path)))
+    try:
+        assert store.vector_name("turns") == "dense"
+        vector = embedder.embed(["what is my bicycle called"]).vectors[0]
+        dense, _ = store.search("turns", vector, None, 1)
+        assert "Rocinante" in dense[0].payload["text"]
+        store.recreate("turns")
+        assert store.vector_name("turns") == store.dense_name
+    finally:
+        store.close()
