@@ -1,37 +1,181 @@
-"""Memory figures: ingest throughput, and search latency at 10k and 100k chunks in local mode.
+"""Memory figures: search latency, write rate, open time and RSS at 10k..1M chunks, and ingest.
 
-1. Ingest: the eval notes (bench/data/rag_eval) concatenated into longer documents,
-   ingested through MemoryService (parse, chunk, embed with the offline model, sparse
-   vectors, upsert) -> chunks/s, and the share of the time spent embedding.
-2. Search at scale: a documents collection filled to 10k and then 100k points. Dense
-   vectors are real MiniLM vectors of real chunks plus small noise (so they are not
-   duplicates) and sparse vectors are the real BM25 vectors of those chunks: what a
-   search costs depends on point count, vector size and non-zeros, not on meaning,
-   and embedding 100k chunks here would take most of an hour. Queries are the eval
-   queries; hybrid latency includes embedding the query. Also: time to open the
-   local-mode folder (it loads every point into memory) and the process's RSS.
+1. Size sweep (the engine configured by memory.engine; the embedded default is Qdrant
+   Edge): a documents collection filled to each size in turn with SYNTHETIC points of
+   the real shape: 384-dim unit dense vectors drawn at random (seeded), sparse vectors
+   of ~60 terms drawn Zipf-like from the eval corpus' real term indices plus a synthetic
+   tail vocabulary, and a ~600-character payload with the indexed fields. What a search
+   costs depends on point count, vector size and posting-list lengths, not on meaning,
+   and embedding a million chunks here would take days. Per size:
+   - search_p50_ms / search_p99_ms: the store's dense + sparse query (one batch) plus
+     fusion, with the query vectors computed beforehand (the eval queries, embedded once);
+   - hybrid_p50_ms / hybrid_p99_ms: the whole MemoryService.search, embedding included;
+   - upsert_points_per_s (writes only) and index_build_s (Edge's HNSW + sparse index
+     build for the new points, `optimize`);
+   - open_s: closing and reopening the store (what a worker restart costs);
+   - rss_mb (VmRSS after the searches) and max_rss_mb of this process.
+2. Ingest (optional, --ingest-copies): the eval notes concatenated into long documents,
+   ingested through MemoryService with the offline model -> chunks/s, embedding share.
 
-    .venv/bin/python -m bench.bench_memory [--sizes 10000 100000] [--queries 30] [--no-write]
+    .venv/bin/python -m bench.bench_memory [--sizes 10000 100000 1000000] [--json] [--no-write]
+
+With --json, one JSON object per size is printed on stdout as soon as it is measured
+(the text goes to stderr). Without --no-write the table goes to docs/benchmarks.md;
+`--from-json FILE` writes the table from the rows a --json run printed into FILE.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-from bench.rag_eval import DATA, load_queries
+from bench.rag_eval import DATA, corpus, load_queries
 from bench.report import percentile, write_section
+from configs.contracts.memory import SearchRequest
 from configs.loader import load_settings
 from configs.schema import Settings
-from configs.contracts.memory import SearchRequest
+from rag.fusion import fuse
+from rag.lexical import SparseVector, term_index, terms
 from rag.service import MemoryService, point_id
-from rag.store import EmbeddingSpec, MemoryStore
+from rag.store import LEXICAL, EmbeddingSpec, PointRecord, open_store
 from workers.backends.registry import embedding_backend
+
+DIM_SEED = 20261123
+TERMS_PER_POINT = 60
+SYNTHETIC_VOCABULARY = 60_000
+WRITE_BATCH = 4096
+
+
+def log(*parts: object) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class SyntheticPoints:
+    """Deterministic points of the real shape (see the module docstring)."""
+
+    def __init__(self, dimension: int, seed: int = DIM_SEED) -> None:
+        self.dimension = dimension
+        self.seed = seed
+        real = sorted({term_index(t) for _, data in corpus() for t in terms(data.decode("utf-8"))})
+        synthetic = [(1 << 31) + i for i in range(SYNTHETIC_VOCABULARY)]
+        self.vocabulary = np.asarray(real + synthetic, dtype=np.int64)
+        rng = np.random.default_rng(seed)
+        rng.shuffle(self.vocabulary)
+        ranks = np.arange(1, len(self.vocabulary) + 1, dtype=np.float64)
+        self.weights = (1.0 / ranks) / (1.0 / ranks).sum()   # Zipf: a few terms are everywhere
+
+    def batch(self, first: int, n: int) -> tuple[list[str], list[list[float]], list[SparseVector], list[dict]]:
+        rng = np.random.default_rng((self.seed, first))
+        dense = rng.normal(size=(n, self.dimension)).astype("float32")
+        dense /= np.linalg.norm(dense, axis=1, keepdims=True)
+        lexical = []
+        for _ in range(n):
+            picked = np.unique(rng.choice(self.vocabulary, TERMS_PER_POINT, p=self.weights))
+            values = (1.0 + rng.random(len(picked))).round(3)
+            lexical.append(SparseVector(indices=picked.tolist(), values=values.tolist()))
+        payloads = [{"kind": "document", "source": f"synthetic/{(first + i) // 8}.md",
+                     "chunk_index": (first + i) % 8, "content_hash": "synthetic", "title": "synthetic",
+                     "tags": ["synthetic"], "ingested_at": 0.0,
+                     "text": f"synthetic chunk {first + i} " + "lorem ipsum dolor sit amet " * 22}
+                    for i in range(n)]
+        ids = [point_id("bench", first + i) for i in range(n)]
+        return ids, dense.tolist(), lexical, payloads
+
+
+def fill(service: MemoryService, points: SyntheticPoints, start: int, target: int) -> float:
+    """Write points start..target; returns the seconds spent writing (no index build)."""
+    store = service.store
+    seconds = 0.0
+    for first in range(start, target, WRITE_BATCH):
+        ids, dense, lexical, payloads = points.batch(first, min(WRITE_BATCH, target - first))
+        t0 = time.perf_counter()
+        records = [PointRecord(id=i, dense={store.dense_name: d}, sparse={LEXICAL: s}, payload=p)
+                   for i, d, s, p in zip(ids, dense, lexical, payloads)]
+        store.upsert_records("documents", records, optimize=False)  # the build is timed on its own
+        seconds += time.perf_counter() - t0
+        if (first // WRITE_BATCH) % 25 == 0:
+            log(f"  wrote {first + len(ids):,}/{target:,}")
+    return seconds
+
+
+def time_searches(service: MemoryService, queries: list[str], repeat: int) -> dict[str, list[float]]:
+    store, limit = service.store, service.config.fusion.candidates
+    vectors = [(service._embed([q])[0], service.lexical.query(q)) for q in queries]
+    out: dict[str, list[float]] = {"search": [], "hybrid": []}
+    for _ in range(repeat):
+        for (dense, sparse) in vectors:
+            t0 = time.perf_counter()
+            found_dense, found_lexical = store.search("documents", dense, sparse, limit)
+            fuse(found_dense, found_lexical, service.config.fusion, service.config.fusion.dense_weight)
+            out["search"].append((time.perf_counter() - t0) * 1000)
+    for q in queries:
+        t0 = time.perf_counter()
+        service.search(SearchRequest(query=q, k=5, kinds=["document"]))
+        out["hybrid"].append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def reopen(service: MemoryService, settings: Settings) -> float:
+    service.store.close()
+    spec = EmbeddingSpec(model=service.embedder.model_name, dimension=service.embedder.dimension,
+                         distance=service.embedder.config.distance)
+    t0 = time.perf_counter()
+    service.store = open_store(settings.memory, settings.data_dir, spec)
+    return time.perf_counter() - t0
+
+
+def bench_sizes(settings: Settings, sizes: list[int], n_queries: int, repeat: int, as_json: bool) -> list[dict]:
+    service = MemoryService(settings, embedding_backend(settings))
+    rows = []
+    try:
+        service.store.recreate("documents")
+        points = SyntheticPoints(service.embedder.dimension)
+        queries = [q.text for q in load_queries()][:n_queries]
+        have = 0
+        for size in sizes:
+            log(f"size {size:,}: writing {size - have:,} points")
+            write_s = fill(service, points, have, size)
+            t0 = time.perf_counter()
+            service.store.optimize()
+            index_s = time.perf_counter() - t0
+            log(f"size {size:,}: index built in {index_s:.1f} s")
+            added, have = size - have, size
+            open_s = reopen(service, settings)
+            service.search(SearchRequest(query="warm up", k=5))
+            ms = time_searches(service, queries, repeat)
+            row = {"size": size, "engine": service.store.engine,
+                   "search_p50_ms": round(percentile(ms["search"], 0.5), 2),
+                   "search_p99_ms": round(percentile(ms["search"], 0.99), 2),
+                   "hybrid_p50_ms": round(percentile(ms["hybrid"], 0.5), 2),
+                   "hybrid_p99_ms": round(percentile(ms["hybrid"], 0.99), 2),
+                   "upsert_points_per_s": round(added / write_s, 1), "index_build_s": round(index_s, 1),
+                   "open_s": round(open_s, 3), "rss_mb": round(rss_mb(), 1), "max_rss_mb": round(max_rss_mb(), 1),
+                   "queries": len(ms["search"]), "load_avg_1m": round(os.getloadavg()[0], 1),
+                   "vectors": "synthetic"}
+            rows.append(row)
+            print(json.dumps(row) if as_json else row, flush=True)
+    finally:
+        service.close()
+    return rows
 
 
 def long_documents(copies: int) -> list[tuple[str, bytes]]:
@@ -47,7 +191,6 @@ def long_documents(copies: int) -> list[tuple[str, bytes]]:
 def bench_ingest(settings: Settings, copies: int) -> dict[str, float]:
     service = MemoryService(settings, embedding_backend(settings))
     try:
-        docs = long_documents(copies)
         embed_s = 0.0
         original = service._embed
 
@@ -60,120 +203,71 @@ def bench_ingest(settings: Settings, copies: int) -> dict[str, float]:
 
         service._embed = timed_embed  # type: ignore[method-assign]
         t0 = time.perf_counter()
-        report = service.ingest(docs)
+        report = service.ingest(long_documents(copies))
         total = time.perf_counter() - t0
-        return {"documents": len(docs), "chunks": report.chunks, "seconds": total,
+        return {"documents": 2 * copies, "chunks": report.chunks, "seconds": total,
                 "chunks_per_s": report.chunks / total, "embed_share": embed_s / total}
     finally:
         service.close()
 
 
-def fill(store: MemoryStore, service: MemoryService, target: int, pool: tuple[np.ndarray, list], start: int) -> None:
-    vectors, sparse = pool
-    rng = np.random.default_rng(start)
-    batch = 1024
-    for first in range(start, target, batch):
-        n = min(batch, target - first)
-        idx = rng.integers(0, len(vectors), n)
-        dense = vectors[idx] + rng.normal(0, 0.02, (n, vectors.shape[1])).astype("float32")
-        dense /= np.linalg.norm(dense, axis=1, keepdims=True)
-        payloads = [{"kind": "document", "source": f"synthetic/{(first + i) // 8}.md", "chunk_index": (first + i) % 8,
-                     "content_hash": "synthetic", "text": f"synthetic chunk {first + i}"} for i in range(n)]
-        ids = [point_id("bench", first + i) for i in range(n)]
-        store.upsert("documents", ids, dense.tolist(), [sparse[j] for j in idx], payloads)
-
-
-def time_searches(service: MemoryService, queries: list[str]) -> dict[str, list[float]]:
-    """Per query: the whole hybrid search, and its parts (embedding the query, the dense
-    and the sparse Qdrant query) so local mode's own cost is visible."""
-    out: dict[str, list[float]] = {"hybrid": [], "embed": [], "dense": [], "lexical": []}
-    limit = service.config.fusion.candidates
-    for q in queries:
-        t0 = time.perf_counter()
-        service.search(SearchRequest(query=q, k=5, kinds=["document"]))
-        t1 = time.perf_counter()
-        vector = service._embed([q])[0]
-        t2 = time.perf_counter()
-        service.store.dense_search("documents", vector, limit)
-        t3 = time.perf_counter()
-        service.store.lexical_search("documents", service.lexical.query(q), limit)
-        t4 = time.perf_counter()
-        for key, seconds in (("hybrid", t1 - t0), ("embed", t2 - t1), ("dense", t3 - t2), ("lexical", t4 - t3)):
-            out[key].append(seconds * 1000)
-    return out
-
-
-def bench_search(settings: Settings, sizes: list[int], n_queries: int) -> list[dict[str, float]]:
-    service = MemoryService(settings, embedding_backend(settings))
-    rows = []
-    try:
-        chunks = [p["text"] for p in service.store.scroll_payloads("documents")]
-        texts = list(dict.fromkeys(chunks))
-        pool = (np.asarray(service._embed(texts), dtype="float32"), [service.lexical.document(t) for t in texts])
-        service.store.recreate("documents")
-        queries = [q.text for q in load_queries()][:n_queries]
-        have = 0
-        for size in sizes:
-            t0 = time.perf_counter()
-            fill(service.store, service, size, pool, have)
-            fill_s = time.perf_counter() - t0
-            added, have = size - have, size
-            service.close()
-            t0 = time.perf_counter()
-            spec = EmbeddingSpec(model=service.embedder.model_name, dimension=service.embedder.dimension)
-            service.store = MemoryStore(settings.memory, settings.data_dir, spec)  # reopen: local mode loads all
-            open_s = time.perf_counter() - t0
-            service.search(SearchRequest(query="warm up", k=5))
-            row = {"chunks": size, "upsert_per_s": added / fill_s, "open_s": open_s,
-                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-            for part, ms in time_searches(service, queries).items():
-                row[f"{part}_p50"], row[f"{part}_p99"] = percentile(ms, 0.5), percentile(ms, 0.99)
-            rows.append(row)
-            print(row, flush=True)
-    finally:
-        service.close()
-    return rows
-
-
-def markdown(ingest: dict[str, float], rows: list[dict[str, float]], n_queries: int) -> str:
+def markdown(rows: list[dict], ingest: dict[str, float] | None, n_queries: int) -> str:
+    engine = rows[0]["engine"] if rows else "?"
     lines = [
-        "## Memory: ingest and search (bench/bench_memory.py)",
+        "## Memory: search latency and size (bench/bench_memory.py)",
         "",
-        f"Ingest with the offline model (all-MiniLM-L6-v2 on CPU, sentence-transformers): {ingest['documents']} "
-        f"documents, {ingest['chunks']} chunks in {ingest['seconds']:.1f} s = **{ingest['chunks_per_s']:.1f} "
-        f"chunks/s** ({100 * ingest['embed_share']:.0f}% of the time is embedding).",
+        f"Engine: **{engine}** (memory.engine). Documents collection filled with **synthetic** points of the "
+        f"real shape (384-dim random unit dense vectors; ~{TERMS_PER_POINT}-term sparse vectors drawn Zipf-like "
+        "from the eval corpus' term indices plus a synthetic vocabulary; ~600-character payloads). "
+        f"`search` = dense + sparse query in one batch + fusion, query vectors precomputed ({n_queries} eval "
+        "queries, each several times); `hybrid` = MemoryService.search including embedding the query "
+        "(MiniLM on CPU). Index build = Edge `optimize` (HNSW + sparse index) for the points added at that step.",
         "",
-        f"Search latency in Qdrant local mode, {n_queries} eval queries, k=5, documents collection, ms. "
-        "`hybrid` is the whole search as the rag worker runs it (embed the query, dense and sparse "
-        "queries, fusion); the other columns are its parts measured alone:",
-        "",
-        "| chunks | hybrid p50 | hybrid p99 | embed query p50 | dense query p50 | dense query p99 | "
-        "sparse query p50 | sparse query p99 | upsert points/s | open folder s | max RSS MB |",
+        "| chunks | search p50 ms | search p99 ms | hybrid p50 ms | hybrid p99 ms | upsert points/s | "
+        "index build s | open s | RSS MB | max RSS MB | load avg |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['chunks']:,} | {r['hybrid_p50']:.0f} | {r['hybrid_p99']:.0f} | {r['embed_p50']:.0f} | "
-                     f"{r['dense_p50']:.0f} | {r['dense_p99']:.0f} | {r['lexical_p50']:.0f} | "
-                     f"{r['lexical_p99']:.0f} | {r['upsert_per_s']:.0f} | {r['open_s']:.1f} | {r['rss_mb']:.0f} |")
-    lines += ["", f"1-minute load average at the end of the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
-              "(the machine was shared with other jobs; absolute times are inflated accordingly)."]
+        lines.append(f"| {r['size']:,} | {r['search_p50_ms']:.1f} | {r['search_p99_ms']:.1f} | "
+                     f"{r['hybrid_p50_ms']:.1f} | {r['hybrid_p99_ms']:.1f} | {r['upsert_points_per_s']:,.0f} | "
+                     f"{r['index_build_s']:.0f} | {r['open_s']:.2f} | {r['rss_mb']:,.0f} | {r['max_rss_mb']:,.0f} | "
+                     f"{r['load_avg_1m']} |")
+    if ingest:
+        lines += ["", f"Ingest with the offline model (all-MiniLM-L6-v2 on CPU): {ingest['documents']} documents, "
+                      f"{ingest['chunks']} chunks in {ingest['seconds']:.1f} s = **{ingest['chunks_per_s']:.1f} "
+                      f"chunks/s** ({100 * ingest['embed_share']:.0f}% of the time is embedding)."]
+    lines += ["", f"Machine shared with other jobs ({os.cpu_count()} cores; 1-minute load average per row above): "
+              "absolute times are inflated accordingly."]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--queries", type=int, default=30)
-    parser.add_argument("--copies", type=int, default=6, help="copies of each language's notes to ingest")
+    parser.add_argument("--queries", type=int, default=85)
+    parser.add_argument("--repeat", type=int, default=3, help="passes over the queries for search_p*")
+    parser.add_argument("--ingest-copies", type=int, default=0, help="also measure ingest (0 = skip)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per size on stdout")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--from-json", type=Path, help="render rows a previous --json run printed (e.g. a long "
+                        "sweep run in the background) instead of measuring")
     args = parser.parse_args()
+    if args.from_json:
+        rows = [json.loads(line) for line in args.from_json.read_text().splitlines() if line.startswith("{")]
+        text = markdown(rows, None, args.queries)
+        print(text)
+        if not args.no_write:
+            write_section("memory", text)
+        return
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
-        settings = load_settings(overrides={"data_dir": tmp, "memory": {"qdrant_url": None, "qdrant_path": None}})
-        ingest = bench_ingest(settings, args.copies)
-        print(ingest, flush=True)
-        rows = bench_search(settings, sorted(args.sizes), args.queries)
-    text = markdown(ingest, rows, args.queries)
-    print(text)
+        settings = load_settings(overrides={"data_dir": tmp, "memory": {"qdrant_url": None, "qdrant_path": None,
+                                                                         "edge_path": None}})
+        ingest = bench_ingest(settings, args.ingest_copies) if args.ingest_copies else None
+        if ingest:
+            log(ingest)
+        rows = bench_sizes(settings, sorted(args.sizes), args.queries, args.repeat, args.json)
+    text = markdown(rows, ingest, args.queries)
+    log(text)
     if not args.no_write:
         write_section("memory", text)
 

@@ -130,6 +130,9 @@ class EmbeddingsConfig(StrictModel):
 class LexicalConfig(StrictModel):
     """BM25-style sparse vectors; IDF is applied by Qdrant (sparse modifier idf)."""
 
+    # "appliance" = rag/lexical.py, "qdrant_bm25" = Qdrant's Bm25 per script (rag/lexical_bm25.py);
+    # measured by bench/rag_eval.py. Changing it needs `appliance memory reindex`.
+    encoder: Literal["appliance", "qdrant_bm25"] = "appliance"
     k1: float = Field(default=1.2, ge=0.0)
     b: float = Field(default=0.75, ge=0.0, le=1.0)
     # Fixed average document length in terms: stored vectors never need rewriting
@@ -151,15 +154,35 @@ class FusionConfig(StrictModel):
     candidates: int = Field(default=40, ge=1, le=1000)
 
 
+class RecallConfig(StrictModel):
+    """What one search returns when the memory is large (rag/recall.py, docs/memory.md)."""
+
+    # Conversation turns: score * (1 + recency_weight * 0.5 ** (age / half-life)), so a
+    # recent turn wins a tie against an old one without burying a better old match.
+    recency_weight: float = Field(default=0.1, ge=0.0, le=1.0)
+    recency_half_life_days: float = Field(default=30.0, gt=0)
+    # A hit whose text shares this share of word 3-grams with a better hit is dropped.
+    duplicate_similarity: float = Field(default=0.9, gt=0.0, le=1.0)
+    # At most this many hits from one conversation per search (0 = no cap).
+    per_conversation_cap: int = Field(default=2, ge=0)
+
+
 class MemoryConfig(StrictModel):
     """Conversation memory and document search (rag/, the `rag` worker)."""
 
     enabled: bool = True
-    # Qdrant server URL (production); null = embedded local mode under `qdrant_path`.
+    # Index engine: "edge" = Qdrant Edge in-process under `edge_path` (embedded default),
+    # "qdrant" = the Qdrant server at `qdrant_url` (compose); "auto" = qdrant if a URL is set.
+    engine: Literal["auto", "edge", "qdrant"] = "auto"
+    # Qdrant server URL (production).
     qdrant_url: str | None = None
     qdrant_api_key: SecretStr | None = None
-    # Local mode folder; null = <data_dir>/qdrant.
+    # Old qdrant-client local-mode folder (null = <data_dir>/qdrant): migrated into Edge on start.
     qdrant_path: Path | None = None
+    # Edge shard folders; null = <data_dir>/memory-edge.
+    edge_path: Path | None = None
+    # Edge builds HNSW/sparse indexes after this many points were written since the last build.
+    edge_index_after: int = Field(default=20_000, ge=1)
     collection_prefix: str = Field(default="appliance", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     # Embedding model name from `embeddings.models`; null = embeddings.default_model.
     embedding_model: str | None = None
@@ -168,6 +191,7 @@ class MemoryConfig(StrictModel):
     chunk_overlap: int = Field(default=32, ge=0)
     lexical: LexicalConfig = Field(default_factory=LexicalConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
+    recall: RecallConfig = Field(default_factory=RecallConfig)
     # Context added before each answer.
     context_budget_tokens: int = Field(default=600, ge=0)
     context_top_k: int = Field(default=6, ge=0, le=100)
@@ -185,6 +209,9 @@ class MemoryConfig(StrictModel):
     def _overlap_below_size(self) -> MemoryConfig:
         if self.chunk_overlap >= self.chunk_tokens:
             raise ValueError("chunk_overlap must be smaller than chunk_tokens")
+        if self.engine == "qdrant" and not self.qdrant_url:
+            raise ValueError("engine 'qdrant' needs qdrant_url (the server's URL); use engine 'edge' to "
+                             "keep the memory in-process")
         return self
 
 

@@ -41,8 +41,6 @@ class ParsedDocument:
 
 
 FRONT_MATTER_RE = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.DOTALL)
-HEADING_RE = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$")
-FENCE_RE = re.compile(r"^(```|~~~)")
 
 
 def decode_text(data: bytes) -> str:
@@ -81,31 +79,38 @@ def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
 
 
 def markdown_sections(body: str) -> tuple[list[Section], str | None]:
-    """Sections split at ATX headings (outside code fences) and the first H1, if any."""
+    """Sections split at headings and the first H1, if any.
+
+    Parsed with markdown-it-py (CommonMark): ATX and setext headings, ``` and ~~~
+    fences (a `#` line inside a fence is code, not a heading), indented code. Each
+    section's text is the source Markdown of its top-level blocks, as written."""
+    from markdown_it import MarkdownIt
+
+    tokens = MarkdownIt("commonmark").enable("table").parse(body)
+    source = body.splitlines()
     sections: list[Section] = []
     path: list[tuple[int, str]] = []
-    lines: list[str] = []
+    blocks: list[str] = []
     first_h1: str | None = None
-    in_fence = False
 
     def flush() -> None:
-        text = "\n".join(lines).strip()
+        text = "\n\n".join(blocks).strip()
         if text:
             sections.append(Section(heading_path=" > ".join(t for _, t in path), text=text))
-        lines.clear()
+        blocks.clear()
 
-    for line in body.splitlines():
-        if FENCE_RE.match(line.strip()):
-            in_fence = not in_fence
-        match = None if in_fence else HEADING_RE.match(line)
-        if match:
+    for i, token in enumerate(tokens):
+        if token.level != 0 or token.map is None or token.nesting == -1:
+            continue
+        if token.type == "heading_open":
             flush()
-            level, title = len(match.group(1)), match.group(2).strip()
+            level, title = int(token.tag[1]), tokens[i + 1].content.strip()
             if level == 1 and first_h1 is None:
                 first_h1 = title
             path = [(lvl, t) for lvl, t in path if lvl < level] + [(level, title)]
         else:
-            lines.append(line)
+            first, last = token.map
+            blocks.append("\n".join(source[first:last]).strip("\n"))
     flush()
     return sections, first_h1
 

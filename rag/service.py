@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
 from configs.schema import EmbeddingModelConfig, FusionConfig, Settings
-from rag.chunking import Chunk, chunk_sections
+from rag.chunking import Chunk, TokenSpans, chunk_sections, model_token_spans, word_spans
 from rag.fusion import Fused, dense_weight, fuse
 from rag.lexical import LexicalEncoder, detect_language
+from rag.lexical_bm25 import QdrantBm25Encoder
+from rag.recall import select
 from rag.parsers import ParsedDocument, ParseError, Section, parse_file
 from configs.contracts.memory import (
     DocumentInfo,
@@ -40,7 +42,16 @@ from configs.contracts.memory import (
     TurnToIndex,
 )
 from rag.registry import DocumentRegistry
-from rag.store import COLLECTION_KINDS, CollectionKind, EmbeddingSpec, MemoryStore, StoredPoint
+from rag.engines import open_store
+from rag.store import (
+    COLLECTION_KINDS,
+    CollectionKind,
+    EmbeddingSpec,
+    MemoryStore,
+    StoredPoint,
+    Where,
+    legacy_local_dir,
+)
 
 log = logging.getLogger("appliance.rag")
 
@@ -105,9 +116,22 @@ class MemoryService:
         self.embedder = embedder
         spec = EmbeddingSpec(model=embedder.model_name, dimension=embedder.dimension,
                              distance=embedder.config.distance)
-        self.store = store or MemoryStore(self.config, settings.data_dir, spec)
+        self.store = store or open_store(self.config, settings.data_dir, spec)
+        if store is None:
+            self._migrate_old_folder()
         self.registry = registry or DocumentRegistry(settings.memory_dir / "documents.sqlite3")
-        self.lexical = LexicalEncoder(self.config.lexical)
+        # memory.lexical.encoder: ours (rag/lexical.py) or Qdrant's BM25, compared in docs/memory.md.
+        self.lexical = (QdrantBm25Encoder(self.config.lexical) if self.config.lexical.encoder == "qdrant_bm25"
+                        else LexicalEncoder(self.config.lexical))
+        self._token_spans: TokenSpans | None = None
+
+    def _migrate_old_folder(self, progress: Progress | None = None) -> None:
+        """An old qdrant-client local-mode folder is copied into Edge once (rag/migration.py)."""
+        if self.store.engine != "edge":
+            return
+        from rag.migration import migrate_local_folder
+
+        migrate_local_folder(self.store, legacy_local_dir(self.config, self.settings.data_dir), progress)
 
     # --- shared ----------------------------------------------------------------
 
@@ -118,8 +142,21 @@ class MemoryService:
             vectors.extend(self.embedder.embed(texts[start:start + size]).vectors)
         return vectors
 
-    def _chunks(self, sections: list[Section]) -> list[Chunk]:
-        return chunk_sections(sections, self.config.chunk_tokens, self.config.chunk_overlap)
+    @property
+    def token_spans(self) -> TokenSpans:
+        """The embedding model's own tokenizer (chunks are sized in the tokens it reads)."""
+        if self._token_spans is None:
+            self._token_spans = model_token_spans(self.embedder)
+        return self._token_spans
+
+    def _model_limit(self) -> int | None:
+        """How many tokens the embedding model reads, when it runs here (None: unknown)."""
+        limit = getattr(self.embedder, "max_input_tokens", None)
+        return int(limit()) if callable(limit) and self.token_spans is not word_spans else None
+
+    def _chunks(self, sections: list[Section], title: str = "") -> list[Chunk]:
+        return chunk_sections(sections, self.config.chunk_tokens, self.config.chunk_overlap, self.token_spans,
+                              model_limit=self._model_limit(), title=title)
 
     # --- documents -------------------------------------------------------------
 
@@ -166,7 +203,7 @@ class MemoryService:
 
     def _index_document(self, source: str, document: ParsedDocument, digest: str) -> list[Chunk]:
         chunks, seen = [], set()
-        for chunk in self._chunks(document.sections):
+        for chunk in self._chunks(document.sections, document.title):
             chunk_digest = hashlib.sha256(chunk.text.encode()).hexdigest()
             if chunk_digest not in seen:  # repeated boilerplate is stored once per document
                 seen.add(chunk_digest)
@@ -236,6 +273,7 @@ class MemoryService:
                 total += len(self._index_document(info.source, document, info.content_hash))
             if progress:
                 progress(info.source)
+        self.store.optimize()  # a bulk load: build the indexes now, not on the next write
         return total
 
     # --- conversation turns ----------------------------------------------------
@@ -269,24 +307,25 @@ class MemoryService:
 
     # --- search ----------------------------------------------------------------
 
-    def candidates(self, request: SearchRequest) -> Candidates:
-        """The dense and lexical candidate lists (best first) over the requested kinds."""
+    def candidates(self, request: SearchRequest, where: Where | None = None) -> Candidates:
+        """The dense and lexical candidate lists (best first) over the requested kinds.
+        `where` is a payload filter applied inside the index on both engines
+        ({field: value or [values]}); the request's scope (what the asking principal may
+        read) adds its own conditions per collection, also inside the query."""
         scoped = scope_conditions(request.scope)
-        kinds = [KIND_COLLECTION[k] for k in dict.fromkeys(request.kinds) 
+        kinds = [KIND_COLLECTION[k] for k in dict.fromkeys(request.kinds)
                  if scoped.get(KIND_COLLECTION[k]) is not NOTHING]
         exclude = {"message_id": request.exclude_message_ids} if request.exclude_message_ids else None
         limit = max(self.config.fusion.candidates, request.k)
         out = Candidates(language=detect_language(request.query))
-        if request.mode in ("hybrid", "dense") and kinds:
-            vector = self._embed([request.query])[0]
-            for kind in kinds:
-                out.dense += self.store.dense_search(kind, vector, limit, exclude if kind == "turns" else None,
-                                                     where=scoped.get(kind))
-        if request.mode in ("hybrid", "lexical"):
-            sparse = self.lexical.query(request.query)
-            for kind in kinds:
-                out.lexical += self.store.lexical_search(kind, sparse, limit, exclude if kind == "turns" else None,
-                                                         where=scoped.get(kind))
+        vector = self._embed([request.query])[0] if kinds and request.mode in ("hybrid", "dense") else None
+        sparse = self.lexical.query(request.query) if kinds and request.mode in ("hybrid", "lexical") else None
+        for kind in kinds:
+            kind_where = {**(where or {}), **(scoped.get(kind) or {})} or None
+            dense, lexical = self.store.search(kind, vector, sparse, limit, kind_where,
+                                               exclude if kind == "turns" else None)
+            out.dense += dense
+            out.lexical += lexical
         # Scores of one model are comparable across the two collections: merge by score.
         out.dense = sorted(out.dense, key=lambda p: p.score, reverse=True)[:limit]
         out.lexical = sorted(out.lexical, key=lambda p: p.score, reverse=True)[:limit]
@@ -301,10 +340,10 @@ class MemoryService:
         weight = dense_weight(fusion, found.language, self.embedder.config.languages)
         return fuse(found.dense, found.lexical, fusion, weight)
 
-    def search(self, request: SearchRequest) -> SearchResult:
+    def search(self, request: SearchRequest, where: Where | None = None) -> SearchResult:
         started = time.perf_counter()
-        ranked = self.rank(self.candidates(request), request.mode)
-        hits = [self._hit(item.payload, item.score) for item in ranked[:request.k]]
+        ranked = self.rank(self.candidates(request, where), request.mode)
+        hits = [self._hit(item.payload, item.score) for item in select(ranked, request.k, self.config.recall)]
         return SearchResult(hits=hits, mode=request.mode, seconds=time.perf_counter() - started)
 
     @staticmethod

@@ -1,38 +1,60 @@
-"""Qdrant collections for conversation turns and document chunks.
+"""The memory's index: one interface, two engines, one collection model.
 
-One code path for both deployments: `memory.qdrant_url` set -> a Qdrant server;
-unset -> qdrant-client local mode in a folder under the data directory. Local mode
-allows one process per folder, so only the `rag` worker opens it (see
-docs/memory.md); a second opener gets StoreUnavailable naming the fix.
+Engines (chosen by `memory.engine`, see `rag/engines.py` open_store):
+- "edge": Qdrant Edge (pip qdrant-edge-py), Qdrant's own segment engine in this
+  process: HNSW, sparse inverted index, payload indexes. The embedded default; one
+  shard folder per collection under `memory.edge_path` (rag/store_edge.py).
+- "qdrant": a Qdrant server through qdrant-client (`memory.qdrant_url`, the compose
+  stack; rag/store_qdrant.py).
+"auto" picks "qdrant" when a server URL is configured, else "edge".
 
-Each collection has a named dense vector "dense" (size and distance of the
-configured embedding model) and a named sparse vector "lexical" with Qdrant's IDF
-modifier. The embedding model's identity is kept in the collection metadata; an
-existing collection built for another model or size is a CollectionMismatch
-telling the owner to run `appliance memory reindex`.
+The collection model is the same for both, so switching is configuration:
+- `<prefix>_documents` and `<prefix>_turns`;
+- one named dense vector per embedding model, `dense-<model>` (size and distance of
+  that model), so a collection built for another model is detected by name and size;
+- one named sparse vector `lexical` with Qdrant's IDF modifier;
+- payload indexes (PAYLOAD_INDEXES) on the fields search filters use: kind, source,
+  conversation_id, namespace, tags, content_hash (keyword), message_id (integer),
+  created_at (float).
+
+Filters are plain dicts, `{field: value}` or `{field: [values]}` (match any of the
+values; for an array field like `tags`, any element), ANDed over fields. `where`
+keeps matching points, `exclude` drops them. Both engines translate the same dict,
+so a scope (owner namespace, conversation, tags) is one `where` for either.
+
+Only one process opens an Edge shard (it takes a file lock): the rag worker. A second
+opener gets StoreUnavailable naming the fix.
 """
 
 from __future__ import annotations
 
-import logging
+import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal
-
-from qdrant_client import QdrantClient
-from qdrant_client import models as qm
+from typing import Any, Iterable, Literal, Mapping
 
 from configs.schema import MemoryConfig
 from rag.lexical import SparseVector
 
-log = logging.getLogger("appliance.rag.store")
-
-DENSE = "dense"
-LEXICAL = "lexical"
 CollectionKind = Literal["documents", "turns"]
 COLLECTION_KINDS: tuple[CollectionKind, ...] = ("documents", "turns")
+LEXICAL = "lexical"
+LEGACY_DENSE = "dense"   # the dense vector name before one name per model (migration reads it)
 
-DISTANCES = {"cosine": qm.Distance.COSINE, "dot": qm.Distance.DOT, "euclid": qm.Distance.EUCLID}
+# Field -> index type. Keyword fields take `match any`; the others serve ranges/ordering.
+PAYLOAD_INDEXES: dict[str, Literal["keyword", "integer", "float"]] = {
+    "kind": "keyword",
+    "source": "keyword",
+    "conversation_id": "keyword",
+    "namespace": "keyword",
+    "tags": "keyword",
+    "content_hash": "keyword",
+    "message_id": "integer",
+    "created_at": "float",
+}
+
+Where = Mapping[str, Any]
 
 
 class StoreError(Exception):
@@ -60,6 +82,14 @@ class EmbeddingSpec:
     dimension: int
     distance: str = "cosine"
 
+    @property
+    def vector_name(self) -> str:
+        return dense_vector_name(self.model)
+
+
+def dense_vector_name(model: str) -> str:
+    return "dense-" + re.sub(r"[^A-Za-z0-9_.-]", "_", model)
+
 
 @dataclass
 class StoredPoint:
@@ -68,178 +98,113 @@ class StoredPoint:
     payload: dict[str, Any]
 
 
-def qdrant_location(config: MemoryConfig, data_dir: Path) -> str:
-    if config.qdrant_url:
-        return config.qdrant_url
-    return f"local:{config.qdrant_path or data_dir / 'qdrant'}"
+@dataclass
+class PointRecord:
+    """A whole point (for migration and copies): dense vector by name, sparse, payload."""
+
+    id: str
+    dense: dict[str, list[float]]
+    sparse: dict[str, SparseVector]
+    payload: dict[str, Any]
 
 
-def open_client(config: MemoryConfig, data_dir: Path) -> QdrantClient:
-    if config.qdrant_url:
-        key = config.qdrant_api_key.get_secret_value() if config.qdrant_api_key else None
-        return QdrantClient(url=config.qdrant_url, api_key=key, timeout=30)
-    path = Path(config.qdrant_path or data_dir / "qdrant")
-    path.mkdir(parents=True, exist_ok=True)
-    try:
-        return QdrantClient(path=str(path))
-    except RuntimeError as exc:  # portalocker: the folder is held by another process
-        raise StoreUnavailable(
-            f"the Qdrant folder {path} is in use by another process ({exc}). In local mode only the "
-            f"rag worker opens it: search and ingest through the API (`appliance search`, "
-            f"`appliance docs add`), or stop the stack (`appliance down`) before touching the folder."
-        ) from None
+def mismatch_error(name: str, problems: list[str]) -> CollectionMismatch:
+    return CollectionMismatch(
+        f"the memory collection '{name}' does not fit the configured embedding model: "
+        f"{'; '.join(problems)}. Fix: run `appliance memory reindex` to rebuild the index from the "
+        f"conversation store and the document registry (or switch the model back).")
 
 
-def relax_local_durability(client: QdrantClient) -> None:
-    """Local mode writes each point in its own SQLite transaction, fsynced: ~50 points/s
-    on this machine. WAL with synchronous=NORMAL keeps the file consistent but skips the
-    per-commit fsync (a power cut may lose the last writes; the index is rebuilt from the
-    sources of truth by `appliance memory reindex`). Reaches into qdrant-client's local
-    mode internals, so any surprise there leaves the defaults untouched."""
-    local = getattr(client, "_client", None)
-    for collection in getattr(local, "collections", {}).values():
-        conn = getattr(getattr(collection, "storage", None), "storage", None)
-        if conn is None:
-            continue
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-        except Exception as exc:  # sqlite3.Error or an unexpected object: keep the defaults
-            log.warning("could not tune local-mode storage: %s", exc)
+def filter_items(where: Where | None) -> list[tuple[str, list[Any] | Any, bool]]:
+    """(field, value(s), is_many) for each condition of a filter dict."""
+    out = []
+    for key, value in (where or {}).items():
+        if isinstance(value, (list, tuple, set, frozenset)):
+            out.append((key, list(value), True))
+        else:
+            out.append((key, value, False))
+    return out
 
 
-class MemoryStore:
-    def __init__(self, config: MemoryConfig, data_dir: Path, spec: EmbeddingSpec,
-                 client: QdrantClient | None = None) -> None:
-        self.config = config
-        self.spec = spec
-        self.location = qdrant_location(config, data_dir)
-        self.client = client or open_client(config, data_dir)
-        self.ensure_collections()
+class MemoryStore(ABC):
+    """The index of the memory, whatever engine holds it."""
+
+    config: MemoryConfig
+    spec: EmbeddingSpec
+    location: str
+    engine: str
 
     def name(self, kind: CollectionKind) -> str:
         return f"{self.config.collection_prefix}_{kind}"
 
-    # --- collections ---------------------------------------------------------
+    @property
+    def dense_name(self) -> str:
+        return self.spec.vector_name
 
-    def _create(self, kind: CollectionKind) -> None:
-        self.client.create_collection(
-            self.name(kind),
-            vectors_config={DENSE: qm.VectorParams(size=self.spec.dimension,
-                                                   distance=DISTANCES[self.spec.distance])},
-            sparse_vectors_config={LEXICAL: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
-            metadata={"embedding_model": self.spec.model},
-        )
-        log.info("created collection %s (%s, %d dims)", self.name(kind), self.spec.model, self.spec.dimension)
+    @abstractmethod
+    def recreate(self, kind: CollectionKind) -> None: ...
 
-    def _check(self, kind: CollectionKind) -> None:
-        info = self.client.get_collection(self.name(kind))
-        vectors = info.config.params.vectors
-        dense = vectors.get(DENSE) if isinstance(vectors, dict) else None
-        model = (info.config.metadata or {}).get("embedding_model")
-        problems = []
-        if dense is None:
-            problems.append("it has no dense vector named 'dense'")
-        else:
-            if dense.size != self.spec.dimension:
-                problems.append(f"its vectors have {dense.size} dimensions, the model gives {self.spec.dimension}")
-            if dense.distance != DISTANCES[self.spec.distance]:
-                problems.append(f"its distance is {dense.distance}, the model uses {self.spec.distance}")
-        if model and model != self.spec.model:
-            problems.append(f"it was built with embedding model '{model}', now '{self.spec.model}' is configured")
-        if problems:
-            raise CollectionMismatch(
-                f"the memory collection '{self.name(kind)}' does not fit the configured embedding model: "
-                f"{'; '.join(problems)}. Fix: run `appliance memory reindex` to rebuild the index from the "
-                f"conversation store and the document registry (or switch the model back).")
+    @abstractmethod
+    def drop(self, kind: CollectionKind) -> None:
+        """Remove the collection entirely (a lost index; `reindex` recreates it)."""
 
-    def ensure_collections(self) -> None:
-        for kind in COLLECTION_KINDS:
-            if self.client.collection_exists(self.name(kind)):
-                self._check(kind)
-            else:
-                self._create(kind)
-        relax_local_durability(self.client)
+    @abstractmethod
+    def count(self, kind: CollectionKind, where: Where | None = None) -> int: ...
 
-    def recreate(self, kind: CollectionKind) -> None:
-        if self.client.collection_exists(self.name(kind)):
-            self.client.delete_collection(self.name(kind))
-        self._create(kind)
-        relax_local_durability(self.client)
-
-    def count(self, kind: CollectionKind, where: dict[str, Any] | None = None) -> int:
-        return self.client.count(self.name(kind), count_filter=match_filter(where), exact=True).count
-
-    # --- points --------------------------------------------------------------
-
+    @abstractmethod
     def upsert(self, kind: CollectionKind, ids: list[str], dense: list[list[float]],
-               lexical: list[SparseVector], payloads: list[dict[str, Any]]) -> None:
-        points = []
-        for pid, vec, sparse, payload in zip(ids, dense, lexical, payloads, strict=True):
-            vectors: dict[str, Any] = {DENSE: vec}
-            if sparse:
-                vectors[LEXICAL] = qm.SparseVector(indices=sparse.indices, values=sparse.values)
-            points.append(qm.PointStruct(id=pid, vector=vectors, payload=payload))
-        for start in range(0, len(points), 256):
-            self.client.upsert(self.name(kind), points=points[start:start + 256], wait=True)
+               lexical: list[SparseVector], payloads: list[dict[str, Any]]) -> None: ...
 
-    def delete(self, kind: CollectionKind, where: dict[str, Any], unless: dict[str, Any] | None = None) -> None:
-        """Delete points whose payload matches `where` (value or list of values), except `unless`."""
-        flt = match_filter(where) or qm.Filter()
-        if unless:
-            flt.must_not = match_filter(unless).must  # type: ignore[union-attr]
-        self.client.delete(self.name(kind), points_selector=qm.FilterSelector(filter=flt), wait=True)
+    @abstractmethod
+    def upsert_records(self, kind: CollectionKind, records: list[PointRecord], optimize: bool = True) -> None:
+        """Write whole points as they are (migration, bulk loads); vectors keep their names.
+        optimize=False leaves the index build to an explicit `optimize()` after the load."""
 
-    def set_payload(self, kind: CollectionKind, where: dict[str, Any], values: dict[str, Any]) -> None:
-        self.client.set_payload(self.name(kind), payload=values, points=qm.FilterSelector(filter=match_filter(where)),
-                                wait=True)
+    @abstractmethod
+    def delete(self, kind: CollectionKind, where: Where, unless: Where | None = None) -> None:
+        """Delete points whose payload matches `where`, except those matching `unless`."""
+
+    @abstractmethod
+    def set_payload(self, kind: CollectionKind, where: Where, values: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def search(self, kind: CollectionKind, dense: list[float] | None, lexical: SparseVector | None,
+               limit: int, where: Where | None = None,
+               exclude: Where | None = None) -> tuple[list[StoredPoint], list[StoredPoint]]:
+        """The dense and the lexical candidate lists (best first), each up to `limit`;
+        a side whose query vector is None or empty is []."""
 
     def dense_search(self, kind: CollectionKind, vector: list[float], limit: int,
-                     exclude: dict[str, Any] | None = None,
-                     where: dict[str, Any] | None = None) -> list[StoredPoint]:
-        """`where`: only points whose payload matches (value or any of a list; a list
-        payload field matches when it shares a value), inside the query, before the limit."""
-        return self._query(kind, vector, DENSE, limit, exclude, where)
+                     exclude: Where | None = None, where: Where | None = None) -> list[StoredPoint]:
+        return self.search(kind, vector, None, limit, where, exclude)[0]
 
     def lexical_search(self, kind: CollectionKind, vector: SparseVector, limit: int,
-                       exclude: dict[str, Any] | None = None,
-                       where: dict[str, Any] | None = None) -> list[StoredPoint]:
-        if not vector:
-            return []
-        return self._query(kind, qm.SparseVector(indices=vector.indices, values=vector.values), LEXICAL,
-                           limit, exclude, where)
+                       exclude: Where | None = None, where: Where | None = None) -> list[StoredPoint]:
+        return self.search(kind, None, vector, limit, where, exclude)[1]
 
-    def _query(self, kind: CollectionKind, query: Any, using: str, limit: int,
-               exclude: dict[str, Any] | None, where: dict[str, Any] | None = None) -> list[StoredPoint]:
-        flt = match_filter(where)
-        if exclude:
-            flt = flt or qm.Filter()
-            flt.must_not = match_filter(exclude).must  # type: ignore[union-attr]
-        response = self.client.query_points(self.name(kind), query=query, using=using, limit=limit,
-                                            query_filter=flt, with_payload=True)
-        return [StoredPoint(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in response.points]
+    @abstractmethod
+    def scroll_payloads(self, kind: CollectionKind, where: Where | None = None) -> Iterable[dict[str, Any]]: ...
 
-    def scroll_payloads(self, kind: CollectionKind, where: dict[str, Any] | None = None) -> Iterable[dict[str, Any]]:
-        offset = None
-        while True:
-            points, offset = self.client.scroll(self.name(kind), scroll_filter=match_filter(where), limit=512,
-                                                offset=offset, with_payload=True, with_vectors=False)
-            for p in points:
-                yield p.payload or {}
-            if offset is None:
-                return
+    @abstractmethod
+    def retrieve_payloads(self, kind: CollectionKind, ids: list[str]) -> dict[str, dict[str, Any]]: ...
 
-    def close(self) -> None:
-        self.client.close()
+    def optimize(self, wait: bool = True) -> None:
+        """Build indexes for points written since the last build (no-op where the engine does it)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
 
 
-def match_filter(where: dict[str, Any] | None) -> qm.Filter | None:
-    if not where:
-        return None
-    conditions: list[Any] = []
-    for key, value in where.items():
-        if isinstance(value, (list, tuple, set)):
-            conditions.append(qm.FieldCondition(key=key, match=qm.MatchAny(any=list(value))))
-        else:
-            conditions.append(qm.FieldCondition(key=key, match=qm.MatchValue(value=value)))
-    return qm.Filter(must=conditions)
+def resolved_engine(config: MemoryConfig) -> str:
+    if config.engine == "auto":
+        return "qdrant" if config.qdrant_url else "edge"
+    return config.engine
+
+
+def edge_dir(config: MemoryConfig, data_dir: Path) -> Path:
+    return Path(config.edge_path or data_dir / "memory-edge")
+
+
+def legacy_local_dir(config: MemoryConfig, data_dir: Path) -> Path:
+    """Where qdrant-client's local mode kept the index before Qdrant Edge (migrated on start)."""
+    return Path(config.qdrant_path or data_dir / "qdrant")

@@ -57,6 +57,7 @@ def vault(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = make_vault(tmp_path_factory.mktemp("vault"))
     done = appliance("docs", "add", str(root), "--json")
     assert done.returncode == 1, "bad files make the exit status 1"
+    assert done.stdout.strip(), f"no report; the command said: {done.stderr[-2000:]}"
     report = json.loads(done.stdout)
     failed = {Path(f["source"]).name: f["reason"] for f in report["failed"]}
     assert set(failed) == set(BAD_FILES), report

@@ -39,8 +39,8 @@ def filled(tmp_path: Path) -> Settings:
 def test_backup_restores_into_an_empty_data_directory(filled: Settings, tmp_path: Path) -> None:
     archive = tmp_path / "backup.tar.gz"
     manifest = create_backup(filled, archive)
-    assert manifest.qdrant == "local" and "conversations.sqlite3" in manifest.files
-    assert any(name.startswith("qdrant/") for name in manifest.files)
+    assert manifest.qdrant == "edge" and "conversations.sqlite3" in manifest.files
+    assert any(name.startswith("memory-edge/") for name in manifest.files)
 
     fresh = Settings(data_dir=tmp_path / "fresh")
     restore_backup(fresh, archive)
@@ -61,7 +61,7 @@ def test_restore_over_live_data_moves_the_old_files_aside(filled: Settings, tmp_
     svc.remove(["notes/tea.md"])
     svc.close()
     _, aside = restore_backup(filled, archive)
-    assert (aside / "conversations.sqlite3").is_file() and (aside / "qdrant").is_dir()
+    assert (aside / "conversations.sqlite3").is_file() and (aside / "memory-edge").is_dir()
     svc = memory(filled)
     try:
         assert svc.registry.get("notes/tea.md") is not None, "the removed document is back"

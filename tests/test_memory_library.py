@@ -1,4 +1,4 @@
-"""The memory library on its own: real Qdrant local mode, real MiniLM, no queues.
+"""The memory library on its own: real Qdrant Edge (the embedded engine), real MiniLM, no queues.
 
 Covers what the API tests do not reach cheaply: stemming, chunking, parsers,
 incremental ingest, dedup, nothing half-indexed, forgetting, the collection check.
@@ -17,7 +17,8 @@ from rag.lexical import LexicalEncoder, terms
 from rag.parsers import ParseError, Section, parse_file
 from configs.contracts.memory import SearchRequest, TurnToIndex
 from rag.service import MemoryService
-from rag.store import CollectionMismatch, EmbeddingSpec, MemoryStore
+from rag.engines import open_store
+from rag.store import CollectionMismatch, EmbeddingSpec
 from tests.support.memory_vault import BAD_FILES, NOTES, PDF_LINES, pdf_bytes
 from workers.backends.registry import embedding_backend
 
@@ -174,11 +175,11 @@ def test_turns_are_searchable_excludable_and_forgettable(service: MemoryService)
 def test_a_collection_built_for_another_model_is_a_clear_error(service: MemoryService, settings) -> None:
     other = EmbeddingSpec(model="bge-m3", dimension=1024)
     with pytest.raises(CollectionMismatch, match="appliance memory reindex"):
-        MemoryStore(settings.memory, settings.data_dir, other, client=service.store.client)
+        open_store(settings.memory, settings.data_dir, other)
 
 
 def test_reindex_rebuilds_documents_from_the_registry(service: MemoryService) -> None:
     before = service.store.count("documents")
-    service.store.client.delete_collection(service.store.name("documents"))
+    service.store.drop("documents")
     assert service.reindex_documents() == before
     assert top_source(service, "как варить борщ со свёклой") == "ru/borsch.md"

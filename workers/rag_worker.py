@@ -1,8 +1,9 @@
-"""The `rag` queue: the only process that opens the Qdrant memory.
+"""The `rag` queue: the only process that opens the memory index.
 
-Qdrant local mode allows one process per storage folder, so every read and write
-of the memory (search, ingest, forget, index turns) runs here, in one pool
-process (concurrency 1). The embedding model is loaded in this process too, so a
+A Qdrant Edge shard is held by one process (a file lock), so every read and write
+of the memory (search, ingest, forget, index turns, the backup copy) runs here, in
+one pool process (concurrency 1). On first open an old qdrant-client local-mode
+folder is migrated into Edge (rag/migration.py, progress in this worker's log). The embedding model is loaded in this process too, so a
 search costs one queue hop, not two (reasons in docs/memory.md).
 """
 
@@ -18,6 +19,7 @@ from celery.signals import celeryd_after_setup, worker_process_init, worker_proc
 
 from configs.contracts.memory import (
     RAG_FORGET_CONVERSATIONS,
+    RAG_COPY_INDEX,
     RAG_INDEX_TURNS,
     RAG_INGEST,
     RAG_LIST_DOCUMENTS,
@@ -36,6 +38,7 @@ from configs.contracts.memory import (
 )
 from rag.service import MemoryService
 from rag.store import StoreError
+from rag.store_edge import EdgeStore
 from configs.contracts.errors import BackendError
 from configs.contracts.tasks import TaskResult, value_result
 from workers.backends.registry import embedding_backend
@@ -164,3 +167,21 @@ def reindex_documents(payload: dict[str, Any]) -> Any:
 @rag_task(RAG_STATUS)
 def status(payload: dict[str, Any]) -> Any:
     return service().status()
+
+
+def copy_index(target: str) -> dict[str, Any]:
+    """A consistent copy of the open Edge shards (backups while the stack runs)."""
+    from pathlib import Path
+
+    from rag.index_copy import copy_open_store
+
+    store = service().store
+    if not isinstance(store, EdgeStore):
+        raise StoreError(f"the memory index is on {store.location}, not in-process: nothing to copy "
+                         f"(after a restore run `appliance memory reindex`)")
+    return {"copied": copy_open_store(store, Path(target))}
+
+
+@rag_task(RAG_COPY_INDEX)
+def copy_index_task(payload: dict[str, Any]) -> Any:
+    return copy_index(str(payload["target"]))

@@ -22,6 +22,7 @@ RAG_FORGET_CONVERSATIONS = "rag.forget_conversations"
 RAG_RESET_TURNS = "rag.reset_turns"
 RAG_REINDEX_DOCUMENTS = "rag.reindex_documents"
 RAG_STATUS = "rag.status"
+RAG_COPY_INDEX = "rag.copy_index"      # payload {"target": folder}: consistent copy of the Edge index
 
 HitKind = Literal["document", "conversation"]
 SearchMode = Literal["hybrid", "dense", "lexical"]

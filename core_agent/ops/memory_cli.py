@@ -268,8 +268,8 @@ def memory_backup(archive: Optional[Path] = typer.Argument(
         manifest = create_backup(settings, target.expanduser().resolve())
     except BackupError as exc:
         fail(str(exc))
-    index_files = sum(name.startswith("qdrant/") for name in manifest.files)
-    index = f"{index_files} Qdrant index files" if manifest.qdrant == "local" else \
+    index_files = sum(name.startswith(("qdrant/", "memory-edge/")) for name in manifest.files)
+    index = f"{index_files} index files" if manifest.qdrant in ("edge", "local") else \
         f"index on the Qdrant server {manifest.qdrant} not included: run `appliance memory reindex` after a restore"
     typer.echo(f"backup written: {target} ({len(manifest.files)} files; {index})")
 
@@ -289,7 +289,7 @@ def memory_restore(archive: Path = typer.Argument(..., exists=True, dir_okay=Fal
     typer.echo(f"restored {len(manifest.files)} files from {archive} into {settings.data_dir}")
     if aside.exists():
         typer.echo(f"the files it replaced are in {aside}")
-    if manifest.qdrant != "local":
+    if manifest.qdrant not in ("edge", "local"):
         typer.echo("the index lives on a Qdrant server: start the appliance and run `appliance memory reindex`")
 
 

@@ -1,0 +1,286 @@
+"""The memory's index in-process with Qdrant Edge (pip qdrant-edge-py), the embedded default.
+
+One Edge shard per collection: `<edge_path>/<prefix>_<kind>/`, with a sidecar
+`<prefix>_<kind>.json` beside it recording the embedding model, dimension and
+distance. The sidecar is read before the shard is opened, so a shard built for
+another model is refused (CollectionMismatch -> `appliance memory reindex`) without
+touching it, even while another process holds it.
+
+Indexing: new points land in an appendable segment that is searched by brute force;
+`optimize()` turns them into HNSW + sparse-index segments. Edge runs its optimizers
+only when asked, and the call holds the shard (and the Python thread) until done,
+so the store asks for it after `memory.edge_index_after` points were written since
+the last build (a bounded pause inside a write task, never during a search), after a
+bulk load (migration, reindex), and on open when enough points are still unindexed.
+
+Durability: Edge writes a WAL, so an acknowledged write survives a crash; `close()`
+flushes the segments.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from qdrant_edge import (
+    CountRequest,
+    Distance,
+    EdgeConfig,
+    EdgeOptimizersConfig,
+    EdgeShard,
+    EdgeSparseVectorParams,
+    EdgeVectorParams,
+    FieldCondition,
+    Filter,
+    MatchAny,
+    MatchValue,
+    Modifier,
+    PayloadSchemaType,
+    Point,
+    Query,
+    QueryBatchRequest,
+    QueryRequest,
+    ScrollRequest,
+    UpdateOperation,
+)
+from qdrant_edge import SparseVector as EdgeSparse
+
+from configs.schema import MemoryConfig
+from rag.lexical import SparseVector
+from rag.store import (
+    COLLECTION_KINDS,
+    LEXICAL,
+    PAYLOAD_INDEXES,
+    CollectionKind,
+    EmbeddingSpec,
+    MemoryStore,
+    PointRecord,
+    StoredPoint,
+    StoreUnavailable,
+    Where,
+    filter_items,
+    mismatch_error,
+)
+
+log = logging.getLogger("appliance.rag.store")
+
+DISTANCES = {"cosine": Distance.Cosine, "dot": Distance.Dot, "euclid": Distance.Euclid}
+INDEX_TYPES = {"keyword": PayloadSchemaType.Keyword, "integer": PayloadSchemaType.Integer,
+               "float": PayloadSchemaType.Float}
+BATCH = 512
+
+
+def conditions(where: Where | None) -> list[FieldCondition]:
+    return [FieldCondition(key, match=MatchAny(value) if many else MatchValue(value))
+            for key, value, many in filter_items(where)]
+
+
+def to_filter(where: Where | None, exclude: Where | None = None) -> Filter | None:
+    must, must_not = conditions(where), conditions(exclude)
+    if not must and not must_not:
+        return None
+    return Filter(must=must or None, must_not=must_not or None)
+
+
+def edge_sparse(vector: SparseVector) -> EdgeSparse:
+    return EdgeSparse(list(vector.indices), list(vector.values))
+
+
+class EdgeStore(MemoryStore):
+    engine = "edge"
+
+    def __init__(self, config: MemoryConfig, root: Path, spec: EmbeddingSpec) -> None:
+        self.config = config
+        self.spec = spec
+        self.root = root
+        self.location = f"edge:{root}"
+        root.mkdir(parents=True, exist_ok=True)
+        for kind in COLLECTION_KINDS:
+            self._check_sidecar(kind)
+        self.shards: dict[str, EdgeShard] = {}
+        self._unindexed: dict[str, int] = {}
+        try:
+            for kind in COLLECTION_KINDS:
+                self.shards[kind] = self._open(kind)
+        except Exception:
+            self.close()
+            raise
+        for kind in COLLECTION_KINDS:
+            self._unindexed[kind] = self._pending_points(kind)
+            self._maybe_optimize(kind)
+
+    # --- shards --------------------------------------------------------------
+
+    def shard_dir(self, kind: CollectionKind) -> Path:
+        return self.root / self.name(kind)
+
+    def sidecar(self, kind: CollectionKind) -> Path:
+        return self.root / f"{self.name(kind)}.json"
+
+    def _check_sidecar(self, kind: CollectionKind) -> None:
+        path = self.sidecar(kind)
+        if not path.is_file():
+            return
+        meta = json.loads(path.read_text())
+        problems = []
+        if meta.get("embedding_model") != self.spec.model:
+            problems.append(f"it was built with embedding model '{meta.get('embedding_model')}', "
+                            f"now '{self.spec.model}' is configured")
+        if meta.get("dimension") != self.spec.dimension:
+            problems.append(f"its vectors have {meta.get('dimension')} dimensions, the model gives "
+                            f"{self.spec.dimension}")
+        if meta.get("distance") != self.spec.distance:
+            problems.append(f"its distance is {meta.get('distance')}, the model uses {self.spec.distance}")
+        if problems:
+            raise mismatch_error(self.name(kind), problems)
+
+    def _edge_config(self) -> EdgeConfig:
+        return EdgeConfig(
+            vectors={self.dense_name: EdgeVectorParams(size=self.spec.dimension,
+                                                       distance=DISTANCES[self.spec.distance])},
+            sparse_vectors={LEXICAL: EdgeSparseVectorParams(modifier=Modifier.Idf)},
+            # Few, large segments: each search visits every segment.
+            optimizers=EdgeOptimizersConfig(default_segment_number=2),
+        )
+
+    def _open(self, kind: CollectionKind) -> EdgeShard:
+        path = self.shard_dir(kind)
+        try:
+            if (path / "edge_config.json").is_file():
+                shard = EdgeShard.load(str(path))
+            else:
+                shard = self._create(kind)
+        except Exception as exc:  # the Rust side reports a held lock as a runtime error
+            if "WouldBlock" in str(exc) or "lock" in str(exc).lower():
+                raise StoreUnavailable(
+                    f"the memory index {path} is in use by another process. Only the rag worker opens it: "
+                    f"search and ingest through the API (`appliance search`, `appliance docs add`), or stop "
+                    f"the stack (`appliance down`) before touching the folder.") from None
+            raise StoreUnavailable(f"cannot open the memory index {path}: {exc}. If it is damaged, move it "
+                                   f"aside and run `appliance memory reindex`.") from None
+        return shard
+
+    def _create(self, kind: CollectionKind) -> EdgeShard:
+        path = self.shard_dir(kind)
+        if path.exists():
+            shutil.rmtree(path)  # an incomplete create (no edge_config.json) holds nothing
+        shard = EdgeShard.create(str(path), self._edge_config())
+        for field, index in PAYLOAD_INDEXES.items():
+            shard.update(UpdateOperation.create_field_index(field, INDEX_TYPES[index]))
+        self.sidecar(kind).write_text(json.dumps({
+            "embedding_model": self.spec.model, "dimension": self.spec.dimension,
+            "distance": self.spec.distance, "dense_vector": self.dense_name, "sparse_vector": LEXICAL,
+            "created_at": time.time()}, indent=2))
+        log.info("created Edge shard %s (%s, %d dims)", path, self.spec.model, self.spec.dimension)
+        return shard
+
+    def _pending_points(self, kind: CollectionKind) -> int:
+        info = self.shards[kind].info()
+        return max(info.points_count - info.indexed_vectors_count, 0)
+
+    def recreate(self, kind: CollectionKind) -> None:
+        self.drop(kind)
+        self.shards[kind] = self._create(kind)
+        self._unindexed[kind] = 0
+
+    def drop(self, kind: CollectionKind) -> None:
+        shard = self.shards.pop(kind, None)
+        if shard is not None:
+            shard.close()
+        shutil.rmtree(self.shard_dir(kind), ignore_errors=True)
+        self.sidecar(kind).unlink(missing_ok=True)
+
+    def _shard(self, kind: CollectionKind) -> EdgeShard:
+        shard = self.shards.get(kind)
+        if shard is None:  # dropped (a lost index): start empty, `reindex` refills it
+            shard = self.shards[kind] = self._create(kind)
+        return shard
+
+    def count(self, kind: CollectionKind, where: Where | None = None) -> int:
+        return self._shard(kind).count(CountRequest(exact=True, filter=to_filter(where)))
+
+    # --- points --------------------------------------------------------------
+
+    def upsert(self, kind: CollectionKind, ids: list[str], dense: list[list[float]],
+               lexical: list[SparseVector], payloads: list[dict[str, Any]]) -> None:
+        records = [PointRecord(id=pid, dense={self.dense_name: vec}, sparse={LEXICAL: lex} if lex else {},
+                               payload=payload)
+                   for pid, vec, lex, payload in zip(ids, dense, lexical, payloads, strict=True)]
+        self.upsert_records(kind, records)
+
+    def upsert_records(self, kind: CollectionKind, records: list[PointRecord], optimize: bool = True) -> None:
+        shard = self._shard(kind)
+        for start in range(0, len(records), BATCH):
+            points = [Point(r.id, {**r.dense, **{k: edge_sparse(v) for k, v in r.sparse.items()}}, r.payload)
+                      for r in records[start:start + BATCH]]
+            shard.update(UpdateOperation.upsert_points(points))
+        self._unindexed[kind] = self._unindexed.get(kind, 0) + len(records)
+        if optimize:
+            self._maybe_optimize(kind)
+
+    def _maybe_optimize(self, kind: CollectionKind) -> None:
+        if self._unindexed.get(kind, 0) >= self.config.edge_index_after:
+            self.optimize_kind(kind)
+
+    def optimize_kind(self, kind: CollectionKind) -> None:
+        started = time.perf_counter()
+        self._shard(kind).optimize()
+        self._unindexed[kind] = 0
+        log.info("indexed %s in %.1f s", self.name(kind), time.perf_counter() - started)
+
+    def optimize(self, wait: bool = True) -> None:
+        for kind in COLLECTION_KINDS:
+            self.optimize_kind(kind)
+
+    def delete(self, kind: CollectionKind, where: Where, unless: Where | None = None) -> None:
+        flt = to_filter(where, unless) or Filter()
+        self._shard(kind).update(UpdateOperation.delete_points_by_filter(flt))
+
+    def set_payload(self, kind: CollectionKind, where: Where, values: dict[str, Any]) -> None:
+        self._shard(kind).update(UpdateOperation.set_payload_by_filter(to_filter(where) or Filter(), values))
+
+    def search(self, kind: CollectionKind, dense: list[float] | None, lexical: SparseVector | None,
+               limit: int, where: Where | None = None,
+               exclude: Where | None = None) -> tuple[list[StoredPoint], list[StoredPoint]]:
+        flt = to_filter(where, exclude)
+        sides = [(Query.Nearest(dense, using=self.dense_name) if dense is not None else None),
+                 (Query.Nearest(edge_sparse(lexical), using=LEXICAL) if lexical else None)]
+        requests = [QueryRequest(limit=limit, query=q, filter=flt, with_payload=True) for q in sides if q is not None]
+        # Both sides in one planned batch: one pass over the segments.
+        answers = iter(self._shard(kind).query_batch(QueryBatchRequest(requests)) if requests else [])
+        out = []
+        for query in sides:
+            points = next(answers) if query is not None else []
+            out.append([StoredPoint(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in points])
+        return out[0], out[1]
+
+    def scroll_payloads(self, kind: CollectionKind, where: Where | None = None) -> Iterable[dict[str, Any]]:
+        offset = None
+        shard = self._shard(kind)
+        while True:
+            records, offset = shard.scroll(ScrollRequest(offset=offset, limit=BATCH, filter=to_filter(where),
+                                                         with_payload=True, with_vector=False))
+            for record in records:
+                yield record.payload or {}
+            if offset is None:
+                return
+
+    def retrieve_payloads(self, kind: CollectionKind, ids: list[str]) -> dict[str, dict[str, Any]]:
+        records = self._shard(kind).retrieve(list(ids), with_payload=True, with_vector=False)
+        return {str(r.id): r.payload or {} for r in records}
+
+    def flush(self) -> None:
+        for shard in self.shards.values():
+            shard.flush()
+
+    def close(self) -> None:
+        for shard in self.shards.values():
+            try:
+                shard.flush()
+            finally:
+                shard.close()
+        self.shards = {}
