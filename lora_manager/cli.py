@@ -119,6 +119,7 @@ def train(
     description: str = typer.Option("", "--description"),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Steps between checkpoints (0: ~5 per run)."),
     leakage_questions: int = typer.Option(4, "--leakage-questions", help="General questions in the leakage probe."),
+    quantize: str = typer.Option("none", "--quantize", help="nf4 = QLoRA (CUDA + bitsandbytes; see train-plan)."),
     nice: int = typer.Option(10, "--nice", help="CPU priority of the training process (0-19; chat goes first)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -140,7 +141,7 @@ def train(
             rank=rank, max_steps=max_steps, epochs=epochs, eval_share=eval_share, learning_rate=learning_rate,
             batch_size=batch_size, seq_len=seq_len, top_layers=top_layers, base=base, model=model,
             description=description, checkpoint_every=checkpoint_every, leakage_questions=leakage_questions,
-            nice=nice),
+            nice=nice, quantize=quantize),
             service.settings)
     except ValidationError as exc:
         typer.secho(f"error: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", fg="red", err=True)

@@ -21,7 +21,7 @@ Options:
   --eval-share S           share of documents held out for evaluation (default 0.1).
   --json                   print the result as JSON.
   Also: --learning-rate --batch-size --seq-len --top-layers --base --model --description
-        --checkpoint-every --leakage-questions --nice (see: appliance adapters train --help).
+        --checkpoint-every --leakage-questions --nice --quantize (see: appliance adapters train --help).
 The data is deduplicated and split by document; the adapter is trained on the served
 base's own weights and the target modules the model server accepts, then evaluated
 (held-out loss base vs adapter, leakage probe) and registered only if all of it worked.
@@ -37,7 +37,7 @@ while [[ $# -gt 0 ]]; do
     -h|--help) usage; exit 0 ;;
     --json) args+=(--json); shift ;;
     --kind|--tasks|--rank|--max-steps|--epochs|--eval-share|--learning-rate|--batch-size|--seq-len|\
-    --top-layers|--base|--model|--description|--checkpoint-every|--leakage-questions|--nice)
+    --top-layers|--base|--model|--description|--checkpoint-every|--leakage-questions|--nice|--quantize)
       [[ $# -ge 2 ]] || { usage >&2; printf 'error: %s needs a value\n' "$1" >&2; exit 2; }
       args+=("$1" "$2"); shift 2 ;;
     --*=*) args+=("${1%%=*}" "${1#*=}"); shift ;;

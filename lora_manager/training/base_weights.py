@@ -46,12 +46,14 @@ def resolve(settings: Settings, spec: TrainingSpec) -> BaseWeights:
     return BaseWeights(Path(served_base(settings, model).source).parent)
 
 
-def load(weights: BaseWeights) -> tuple[Any, Any]:
-    """(model, tokenizer) in float32 on the CPU, or bfloat16 on a GPU."""
+def load(weights: BaseWeights, quantize: str = "none") -> tuple[Any, Any]:
+    """(model, tokenizer) in float32 on the CPU, or bfloat16 on a GPU (4-bit NF4 for QLoRA)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs: dict[str, Any] = {"gguf_file": weights.gguf_file} if weights.gguf_file else {}
+    if quantize == "nf4":
+        kwargs["quantization_config"] = _nf4_config(weights)
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(str(weights.folder), **kwargs)
     model = AutoModelForCausalLM.from_pretrained(str(weights.folder), dtype=dtype, **kwargs)
@@ -59,11 +61,35 @@ def load(weights: BaseWeights) -> tuple[Any, Any]:
         model.hf_quantizer = None
         if hasattr(model, "is_quantized"):
             model.is_quantized = False
-    if torch.cuda.is_available():
+    if quantize == "nf4":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    elif torch.cuda.is_available():
         model = model.to("cuda")
+        # Recompute activations in the backward pass: the memory plan (train_plan.py) counts on it.
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def _nf4_config(weights: BaseWeights) -> Any:
+    import importlib.util
+
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+        raise TrainingRefused("--quantize nf4 (QLoRA) needs a CUDA GPU and the bitsandbytes package; this machine "
+                              "has " + ("no CUDA GPU" if not torch.cuda.is_available() else "no bitsandbytes") +
+                              ". Fix: train without --quantize here (the CPU trains in float32), or run the "
+                              "`trainer` service of compose.yaml (profile train) on the GPU.")
+    if weights.gguf_file:
+        raise TrainingRefused("--quantize nf4 needs HF weights, not a GGUF file. Fix: give --base the HF folder.")
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
 
 
 def check_same_base(model: Any, served: BaseModelSpec, weights: BaseWeights) -> None:

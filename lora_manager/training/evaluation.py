@@ -39,7 +39,7 @@ def _answer(model: Any, tok: Any, question: str, max_new_tokens: int) -> str:
     ids = tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"].to(model.device)
     with torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                             do_sample=False, pad_token_id=tok.pad_token_id)
+                             do_sample=False, use_cache=True, pad_token_id=tok.pad_token_id)
     return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
 
 

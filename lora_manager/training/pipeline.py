@@ -55,7 +55,7 @@ def training_record(spec: TrainingSpec, job: Job, status: JobStatus, evaluation:
     return {"job": job.id, "kind": spec.kind, "sources": spec.sources, "base_weights": base,
             "target_modules": targets, "rank": spec.rank, "alpha": spec.lora_alpha,
             "learning_rate": spec.learning_rate, "steps": status.total_steps, "seq_len": spec.seq_len,
-            "batch_size": spec.batch_size, "top_layers": spec.top_layers, "eval_share": spec.eval_share,
+            "batch_size": spec.batch_size, "top_layers": spec.top_layers, "quantize": spec.quantize, "eval_share": spec.eval_share,
             "data": report.model_dump(), "evaluation": evaluation,
             "loss_history": status.loss_history, "seconds": round(seconds, 1), "trained_at": time.time()}
 
@@ -90,7 +90,7 @@ def _run(job: Job, spec: TrainingSpec, settings: Settings, say: Say, started: fl
     served = settings_glue.served_base(settings, spec.model)
     weights = base_weights.resolve(settings, spec)
     say(f"base weights: {weights.describe()}")
-    model, tok = base_weights.load(weights)
+    model, tok = base_weights.load(weights, spec.quantize)
     base_weights.check_same_base(model, served, weights)
     train_windows = windows(data.train, tok, spec.seq_len)
     eval_windows = windows(data.eval, tok, spec.seq_len)

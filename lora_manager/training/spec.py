@@ -53,7 +53,10 @@ class TrainingSpec(BaseModel):
     checkpoint_every: int = 0           # 0 = about five checkpoints per run
     leakage_questions: int = 4          # how many general questions the leakage probe asks
     seed: int = 0
-    nice: int = Field(default=10, ge=0, le=19)  # CPU priority of the job process: chat goes first
+    nice: int = Field(default=10, ge=0, le=19)
+    # nf4 = QLoRA: the frozen base in 4 bit (bitsandbytes, CUDA only), when the training
+    # plan (appliance train-plan) says bf16 does not fit beside the servers that keep running.
+    quantize: Literal["none", "nf4"] = "none"  # CPU priority of the job process: chat goes first
 
     @property
     def lora_alpha(self) -> float:
