@@ -9,6 +9,7 @@ The refusals a bad request gets at once (HTTP 400, nothing written) are checked 
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -98,4 +99,39 @@ def test_job_runs_beside_chat_cancels_resumes_and_registers(stack: Stack) -> Non
         record = client.get(f"/adapters/{NAME}").json()
         assert record["training"]["job"] == job and record["training"]["evaluation"] == evaluation
         assert job in [j["job"] for j in client.get("/adapters/train").json()]
+        check_adapters_page(stack, job, done)
         assert client.delete(f"/adapters/{NAME}").status_code == 204
+
+
+def check_adapters_page(stack: Stack, job: str, done: dict) -> None:
+    """The owner sees the job, its loss curve and the evaluation as plots (over HTTP only)."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_ui_app import APP
+
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.text_input(key="login-url").set_value(stack.url)
+    at.text_input(key="login-token").set_value(stack.token)
+    at.button[0].click().run()
+    at.sidebar.radio(key="page").set_value("Adapters").run()
+    at.selectbox(key="adapter-selected").set_value(NAME)
+    at.selectbox(key="train-job-picked").set_value(job).run()
+    assert not at.exception, [e.value for e in at.exception]
+    text = " ".join(m.value for m in at.markdown)
+    assert f"Job {job}" in text and "**done**" in text
+    charts = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    # Loss curve of the job + held-out loss and perplexity bars (job) + the same for the adapter.
+    assert len(charts) >= 5, len(charts)
+    assert any("training loss" in json.dumps(c) for c in charts)
+    assert any("held-out loss" in json.dumps(c) for c in charts)
+    captions = " ".join(c.value for c in at.caption)
+    assert "Leakage probe" in captions and f"{done['evaluation']['leakage_probe']['leakage']:.2f}" in captions
+
+    # A refused start is one readable sentence, not a traceback.
+    at.text_input(key="train-name").set_value("too-big")
+    at.text_area(key="train-sources").set_value(str(NOTES))
+    at.number_input(key="train-rank").set_value(1000)
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert at.error and "Training refused" in at.error[0].value and "max LoRA rank" in at.error[0].value
+    assert not at.exception

@@ -67,7 +67,7 @@ def evaluation_charts(evaluation: dict[str, Any]) -> None:
                    f"answers changed; leakage {probe.get('leakage', 0):.2f} (0 = general answers untouched, "
                    f"1 = rewritten). Keep a leaky adapter to its task kinds.")
         with st.expander("General answers with and without the adapter"):
-            st.dataframe(probe.get("answers") or [], hide_index=True, use_container_width=True)
+            st.dataframe(probe.get("answers") or [], hide_index=True, width="stretch")
 
 
 def job_panel(client: ApiClient, status: dict[str, Any]) -> None:
