@@ -28,9 +28,10 @@ from lora_manager.registry import AdapterRegistry
 from lora_manager.training.jobs import Job
 from lora_manager.validation import ValidationLimits
 from tests.conftest import Stack
-from tests.support.tiny_model import tiny_hf_model_dir
 from tests.support.vllm_server import SERVED_NAME, VllmServer, vllm_server  # noqa: F401  (fixture)
 
+# Training on two busy CPU cores takes minutes; the default 600 s per test is too short.
+pytestmark = pytest.mark.timeout(2400)
 ROOT = Path(__file__).resolve().parents[1]
 NOTES = ROOT / "tests" / "fixtures" / "owner_notes"
 NAME = "owner-notes"

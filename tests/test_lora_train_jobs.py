@@ -15,10 +15,13 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from lora_manager import settings_glue
 from tests.conftest import Stack
 
+# Training on two busy CPU cores takes minutes; the default 600 s per test is too short.
+pytestmark = pytest.mark.timeout(2400)
 ROOT = Path(__file__).resolve().parents[1]
 NOTES = ROOT / "tests" / "fixtures" / "owner_notes"
 NAME = "notes-job"

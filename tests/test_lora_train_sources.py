@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from lora_manager.training.dataset import SourceDocument, prepare
 from lora_manager.training.spec import TrainingSpec
 from tests.conftest import Stack
 from workers.training import knowledge
 from workers.training.sources import gather
 
+# Training on two busy CPU cores takes minutes; the default 600 s per test is too short.
+pytestmark = pytest.mark.timeout(1200)
 ROOT = Path(__file__).resolve().parents[1]
 NOTES = ROOT / "tests" / "fixtures" / "owner_notes"
 

@@ -15,7 +15,6 @@ while it runs, the API only reads it and creates the cancel flag.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -216,7 +215,3 @@ def current_status(job: Job) -> JobStatus:
                                                     f"finishing; see {job.log_path}. Fix: resume the job.",
                                          "type": "training_error", "code": "training_died"}})
     return status
-
-
-def dump(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, indent=2)
