@@ -15,6 +15,7 @@ import os
 import random
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -45,6 +46,8 @@ class LoopResult:
     steps: int
     resumed_from: int | None
     loss_history: list[tuple[int, float]] = field(default_factory=list)
+    tokens: int = 0          # tokens this process trained on (since the resume, if any)
+    seconds: float = 0.0     # wall time of those steps
 
 
 # --- examples -> token windows ---------------------------------------------------
@@ -201,6 +204,7 @@ def train(model: Any, data: Sequence[Window], *, pad_id: int, steps: int, batch_
         resumed = start
     model.train()
     every = checkpoint_every or max(5, steps // 5)
+    tokens, started = 0, time.perf_counter()
     for step in range(start, steps):
         if progress.should_stop():
             if step > start:
@@ -210,6 +214,7 @@ def train(model: Any, data: Sequence[Window], *, pad_id: int, steps: int, batch_
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, steps, peak_lr)
         batch = batch_tensors([data[i] for i in batch_at(step, len(data), batch_size, seed)], pad_id, model.device)
+        tokens += int(batch["attention_mask"].sum())
         loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(_trainable(model), 1.0)
@@ -221,4 +226,5 @@ def train(model: Any, data: Sequence[Window], *, pad_id: int, steps: int, batch_
             save_checkpoint(checkpoints, step + 1, model, optimizer, history)
             progress.on_checkpoint(step + 1)
     model.eval()
-    return LoopResult(steps=steps, resumed_from=resumed, loss_history=history)
+    return LoopResult(steps=steps, resumed_from=resumed, loss_history=history, tokens=tokens,
+                      seconds=time.perf_counter() - started)

@@ -24,7 +24,7 @@ from lora_manager.service import AdapterService
 from lora_manager.training import base_weights
 from lora_manager.training.evaluation import evaluate
 from lora_manager.training.jobs import Job, JobStatus
-from lora_manager.training.loop import Progress, total_steps, train, windows
+from lora_manager.training.loop import LoopResult, Progress, total_steps, train, windows
 from lora_manager.training.spec import TrainingCancelled, TrainingRefused, TrainingSpec
 
 Say = Callable[[str], None]
@@ -50,14 +50,16 @@ def _save_adapter(model, target: Path) -> None:
 
 
 def training_record(spec: TrainingSpec, job: Job, status: JobStatus, evaluation: dict, seconds: float,
-                    base: str, targets: list[str]) -> dict:
+                    base: str, targets: list[str], loop: LoopResult) -> dict:
     report = job.read_data().report
     return {"job": job.id, "kind": spec.kind, "sources": spec.sources, "base_weights": base,
             "target_modules": targets, "rank": spec.rank, "alpha": spec.lora_alpha,
             "learning_rate": spec.learning_rate, "steps": status.total_steps, "seq_len": spec.seq_len,
             "batch_size": spec.batch_size, "top_layers": spec.top_layers, "quantize": spec.quantize, "eval_share": spec.eval_share,
             "data": report.model_dump(), "evaluation": evaluation,
-            "loss_history": status.loss_history, "seconds": round(seconds, 1), "trained_at": time.time()}
+            "loss_history": status.loss_history, "seconds": round(seconds, 1), "trained_at": time.time(),
+            "train_tokens": loop.tokens, "train_seconds": round(loop.seconds, 1),
+            "tokens_per_second": round(loop.tokens / loop.seconds, 1) if loop.seconds > 0 else None}
 
 
 def run(job: Job, settings: Settings, say: Say = print) -> JobStatus:
@@ -127,7 +129,7 @@ def _run(job: Job, spec: TrainingSpec, settings: Settings, say: Say, started: fl
     _save_adapter(model, job.output_dir)
     seconds = time.perf_counter() - started
     status = job.update(state="registering", message="validating, converting and registering", evaluation=evaluation)
-    record = training_record(spec, job, status, evaluation, seconds, weights.describe(), targets)
+    record = training_record(spec, job, status, evaluation, seconds, weights.describe(), targets, result)
     AdapterService(settings).add(spec.name, job.output_dir, tasks=spec.tasks, description=spec.description
                                  or f"trained ({spec.kind}) from {', '.join(spec.sources)}", model=spec.model,
                                  training=record)
