@@ -150,7 +150,18 @@ def train(
         raise _fail(exc) from None
     job = JobStore(settings_glue.training_dir(service.settings)).create(spec)
     typer.echo(f"training job {job.id} (state and loss: {job.dir / 'status.json'})", err=True)
-    raise typer.Exit(subprocess.run(runner_argv(job, as_json)).returncode)
+    raise typer.Exit(_runner_exit(job.id, subprocess.run(runner_argv(job, as_json)).returncode))
+
+
+def _runner_exit(job_id: str, code: int) -> int:
+    """The runner's exit status; a runner killed by a signal (the kernel's OOM killer) is a failure
+    the owner can resume from the last checkpoint."""
+    if code >= 0:
+        return code
+    typer.secho(f"error: the training process was killed by signal {-code} (out of memory?). Nothing was "
+                f"registered. Fix: free memory, then continue from the last checkpoint with: appliance adapters "
+                f"train-resume {job_id}", fg="red", err=True)
+    return 1
 
 
 @adapters_app.command("train-resume")
@@ -172,4 +183,4 @@ def train_resume(job_id: str = typer.Argument(..., help="Job id printed by `adap
         typer.secho(f"error: job {job_id} is {state}; only failed or cancelled jobs resume.", fg="red", err=True)
         raise typer.Exit(1)
     job.cancel_flag.unlink(missing_ok=True)
-    raise typer.Exit(subprocess.run(runner_argv(job, as_json)).returncode)
+    raise typer.Exit(_runner_exit(job_id, subprocess.run(runner_argv(job, as_json)).returncode))
