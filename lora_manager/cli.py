@@ -97,3 +97,92 @@ def unload(name: str = typer.Argument(...), model: Optional[str] = typer.Option(
 def stats() -> None:
     """Loads, evictions, swap latency and requests per adapter (all worker processes)."""
     typer.echo(json.dumps(_service().stats(), indent=2))
+
+
+@adapters_app.command("train")
+def train(
+    name: str = typer.Argument(..., help="Name of the new adapter, e.g. my-style."),
+    sources: list[str] = typer.Argument(..., help="Folders or files of documents (.md .txt .pdf .docx .html), "
+                                                  ".jsonl chat examples, or memory:<query>."),
+    kind: str = typer.Option("style", "--kind", help="style: learn the owner's prose and turns; knowledge: "
+                                                     "question/answer pairs the core model writes from the texts."),
+    tasks: str = typer.Option("chat", "--tasks", help="Comma-separated task kinds it may serve (the policy gate)."),
+    rank: int = typer.Option(8, "--rank", help="LoRA rank (at most adapters.max_rank)."),
+    max_steps: int = typer.Option(0, "--max-steps", help="Exactly this many optimizer steps (0: use --epochs)."),
+    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the training split (when --max-steps is 0)."),
+    eval_share: float = typer.Option(0.10, "--eval-share", help="Share of DOCUMENTS held out for evaluation."),
+    learning_rate: float = typer.Option(2e-4, "--learning-rate", help="Peak learning rate."),
+    batch_size: int = typer.Option(4, "--batch-size"),
+    seq_len: int = typer.Option(512, "--seq-len", help="Tokens per example (longer texts are cut)."),
+    top_layers: Optional[int] = typer.Option(None, "--top-layers", help="Adapt only the top N layers (cheaper)."),
+    base: Optional[str] = typer.Option(None, "--base", help="HF folder of the served base (default: the served "
+                                                            "model's own weights)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Served model it is for (default: default_model)."),
+    description: str = typer.Option("", "--description"),
+    checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Steps between checkpoints (0: ~5 per run)."),
+    leakage_questions: int = typer.Option(4, "--leakage-questions", help="General questions in the leakage probe."),
+    quantize: str = typer.Option("none", "--quantize", help="nf4 = QLoRA (CUDA + bitsandbytes; see train-plan)."),
+    nice: int = typer.Option(10, "--nice", help="CPU priority of the training process (0-19; chat goes first)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Train a LoRA adapter on the owner's texts, evaluate it and register it (all or nothing).
+
+    Exit status: 0 registered, 1 refused or failed (the reason is printed), 3 cancelled."""
+    import subprocess
+
+    from pydantic import ValidationError
+
+    from lora_manager import settings_glue
+    from lora_manager.training.jobs import JobStore, runner_argv
+    from lora_manager.training.spec import TrainingSpec, preflight
+
+    service = _service()
+    try:
+        spec = preflight(TrainingSpec(
+            name=name, sources=sources, kind=kind, tasks=[t.strip() for t in tasks.split(",") if t.strip()],
+            rank=rank, max_steps=max_steps, epochs=epochs, eval_share=eval_share, learning_rate=learning_rate,
+            batch_size=batch_size, seq_len=seq_len, top_layers=top_layers, base=base, model=model,
+            description=description, checkpoint_every=checkpoint_every, leakage_questions=leakage_questions,
+            nice=nice, quantize=quantize),
+            service.settings)
+    except ValidationError as exc:
+        typer.secho(f"error: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    except BackendError as exc:
+        raise _fail(exc) from None
+    job = JobStore(settings_glue.training_dir(service.settings)).create(spec)
+    typer.echo(f"training job {job.id} (state and loss: {job.dir / 'status.json'})", err=True)
+    raise typer.Exit(_runner_exit(job.id, subprocess.run(runner_argv(job, as_json)).returncode))
+
+
+def _runner_exit(job_id: str, code: int) -> int:
+    """The runner's exit status; a runner killed by a signal (the kernel's OOM killer) is a failure
+    the owner can resume from the last checkpoint."""
+    if code >= 0:
+        return code
+    typer.secho(f"error: the training process was killed by signal {-code} (out of memory?). Nothing was "
+                f"registered. Fix: free memory, then continue from the last checkpoint with: appliance adapters "
+                f"train-resume {job_id}", fg="red", err=True)
+    return 1
+
+
+@adapters_app.command("train-resume")
+def train_resume(job_id: str = typer.Argument(..., help="Job id printed by `adapters train`."),
+                 as_json: bool = typer.Option(False, "--json")) -> None:
+    """Continue a cancelled or failed training job from its last checkpoint."""
+    import subprocess
+
+    from lora_manager import settings_glue
+    from lora_manager.training.jobs import JobStore, current_status, runner_argv
+
+    store = JobStore(settings_glue.training_dir(_service().settings))
+    try:
+        job = store.get(job_id)
+    except BackendError as exc:
+        raise _fail(exc) from None
+    state = current_status(job).state
+    if state not in ("failed", "cancelled"):
+        typer.secho(f"error: job {job_id} is {state}; only failed or cancelled jobs resume.", fg="red", err=True)
+        raise typer.Exit(1)
+    job.cancel_flag.unlink(missing_ok=True)
+    raise typer.Exit(_runner_exit(job_id, subprocess.run(runner_argv(job, as_json)).returncode))

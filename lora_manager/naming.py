@@ -9,7 +9,8 @@ from lora_manager.errors import AdapterRefused
 # Lower-case letters, digits, '-', '_' and '.'; starts with a letter or digit. No '/',
 # no '..', no ':' (it separates base and adapter in "model": "<base>:<adapter>").
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-RESERVED = {"base", "none"}
+# "train": GET /adapters/train lists training jobs, so no adapter may be called that.
+RESERVED = {"base", "none", "train"}
 
 
 def check_name(name: str) -> str:

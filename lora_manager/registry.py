@@ -21,7 +21,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from pydantic import BaseModel, Field
 
@@ -45,6 +45,9 @@ class AdapterRecord(BaseModel):
     added_at: float = 0.0
     facts: AdapterFacts
     base: BaseModelSpec  # the base it was validated against
+    # For adapters the appliance trained itself: data, settings and the evaluation
+    # (eval loss base vs adapter, leakage probe); see lora_manager/training/.
+    training: dict[str, Any] | None = None
 
     @property
     def checksum(self) -> str:
@@ -103,7 +106,8 @@ class AdapterRegistry:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def add(self, name: str, source: Path, base: BaseModelSpec, limits: ValidationLimits,
-            tasks: list[str] | None = None, pinned: bool = False, description: str = "") -> AdapterRecord:
+            tasks: list[str] | None = None, pinned: bool = False, description: str = "",
+            training: dict[str, Any] | None = None) -> AdapterRecord:
         """Validate a copy of `source` and register it as `name`; all or nothing."""
         check_name(name)
         tasks = check_tasks(tasks or list(DEFAULT_TASKS))
@@ -122,7 +126,7 @@ class AdapterRegistry:
                 # Validate the copy, not the source: what we checked is what we serve.
                 facts = validate_adapter(staging, base, limits)
                 record = AdapterRecord(name=name, description=description, tasks=tasks, pinned=pinned,
-                                       added_at=time.time(), facts=facts, base=base)
+                                       added_at=time.time(), facts=facts, base=base, training=training)
                 (staging / RECORD_FILE).write_text(record.model_dump_json(indent=2), encoding="utf-8")
                 os.chmod(staging, 0o700)  # owner-only like the whole data dir (docs/security.md)
                 os.rename(staging, self.root / name)

@@ -43,12 +43,13 @@ class AdapterService:
         return self.registry.get(name)
 
     def add(self, name: str, path: Path, tasks: list[str] | None = None, pinned: bool = False,
-            description: str = "", model: str | None = None) -> AdapterRecord:
+            description: str = "", model: str | None = None,
+            training: dict[str, Any] | None = None) -> AdapterRecord:
         """Validate against the served base and register; llama.cpp: convert right away."""
         model = self._model(model)
         base = settings_glue.served_base(self.settings, model)
         record = self.registry.add(name, path, base, settings_glue.limits(self.settings), tasks=tasks,
-                                   pinned=pinned, description=description)
+                                   pinned=pinned, description=description, training=training)
         if self.settings.models[model].backend == "llamacpp":
             try:
                 convert_to_gguf(self.registry, record, base)

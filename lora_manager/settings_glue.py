@@ -21,6 +21,11 @@ def metrics_dir(settings: Settings) -> Path:
     return adapters_dir(settings) / ".metrics"
 
 
+def training_dir(settings: Settings) -> Path:
+    """Training jobs (lora_manager/training/jobs.py): beside the adapters, not inside them."""
+    return Path(settings.data_dir).expanduser() / "training"
+
+
 def registry(settings: Settings) -> AdapterRegistry:
     return AdapterRegistry(adapters_dir(settings))
 

@@ -186,6 +186,8 @@ def test_gpu_services_reserve_the_gpu_and_others_do_not(resolved: dict[str, Any]
             assert devices and devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"], name
             assert devices[0]["device_ids"] == [str(plan.service(name).card)], name
             assert svc["profiles"] == ["gpu"], name
+        elif name == "trainer":  # LoRA training (profile train), run after scripts/train-pause.sh
+            assert devices and svc["profiles"] == ["train"], name
         else:
             assert not devices, f"{name} reserves a GPU but runs no model on it"
 

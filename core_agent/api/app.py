@@ -23,6 +23,7 @@ from core_agent.api import routes_adapters
 from core_agent.api import routes_metrics
 from core_agent.api import routes_sandbox
 from core_agent.api import routes_responses
+from core_agent.api import routes_training
 from core_agent.api.body_limit import BodySizeLimit
 from core_agent.api.deps import AppState
 from core_agent.api.errors import install_error_handlers
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_memory.router)
     app.include_router(routes_embeddings.router)
     app.include_router(routes_webhooks.router)
+    app.include_router(routes_training.router)  # before routes_adapters: /adapters/train is not an adapter
     app.include_router(routes_adapters.router)
     app.include_router(routes_metrics.router)
     app.include_router(routes_sandbox.router)

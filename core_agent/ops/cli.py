@@ -124,6 +124,7 @@ from core_agent.ops import memory_cli  # noqa: E402
 app.command("search")(memory_cli.search)
 app.add_typer(memory_cli.docs_app, name="docs")
 app.add_typer(memory_cli.memory_app, name="memory")
+from core_agent.ops.train_plan_cli import train_plan as _train_plan; app.command("train-plan")(_train_plan)  # noqa: E402,E702
 from lora_manager.cli import adapters_app  # noqa: E402
 app.add_typer(adapters_app, name="adapters")
 from core_agent.ops.keys_cli import keys_app  # noqa: E402

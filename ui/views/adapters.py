@@ -1,4 +1,4 @@
-"""The adapters page: registered LoRA adapters, add, load, unload, and the policy."""
+"""The adapters page: registered LoRA adapters, add, load, unload, train (ui/views/training.py), the policy."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import streamlit as st
 
 from ui.api_client import ApiClient, ApiError
 from ui.components import flash, show_error, show_flash
+from ui.views import training
 
 
 def _items(listing: Any) -> list[dict[str, Any]]:
@@ -75,9 +76,11 @@ def render(client: ApiClient) -> None:
             _act(client, f"Unloading {name}", "POST", f"/adapters/{name}/unload")
         if cols[2].button("Remove", key="adapter-remove"):
             _act(client, f"Removing {name}", "DELETE", f"/adapters/{name}")
+        training.trained_evaluation(next(i for i in items if i["name"] == name))
     else:
         st.info("No adapters registered yet. Add one below or with scripts/add-adapter.sh.")
     add_form(client)
+    training.render(client)
     st.subheader("Policy and residency")
     st.caption("Which task kinds and request sources may use each adapter is set in configs/adapters.yaml "
                "(adapters.policy); a request for a forbidden adapter is refused with the reason.")
