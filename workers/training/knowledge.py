@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-from configs.contracts.tasks import ChatMessage, ChatTask, GenerationParams, TaskResult
+from configs.contracts.tasks import ChatMessage, ChatTask, GenerationParams
 from configs.schema import Settings
 from lora_manager.training.dataset import Example, PreparedData
 from lora_manager.training.spec import TrainingRefused
