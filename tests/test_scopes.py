@@ -293,6 +293,11 @@ def test_refusals_name_the_missing_scope(api: Api) -> None:
     assert api.chat("hi", limited, profile="fast").status_code == 200
     refused(api.chat("hi", chat, adapter="sport"), "'adapters: sport'")
     refused(api.chat("hi", chat, allow_code_execution=True), "'code: true'")
+    # POST /sandbox/run is the same sandbox as a tool: a key without the code scope is refused
+    # before anything is queued; the owner's call runs (the route is not simply closed).
+    refused(api.call("POST", "/sandbox/run", chat, json={"code": "print(6 * 7)"}), "'code: true'")
+    ran = api.call("POST", "/sandbox/run", json={"code": "print(6 * 7)"})
+    assert ran.status_code == 200 and ran.json()["stdout"].strip() == "42", ran.text
     refused(api.chat("hi", embedder), "'workers: chat'")
     refused(api.call("POST", "/v1/embeddings", chat, json={"input": "hello"}), "'workers: embed'")
     assert api.call("POST", "/v1/embeddings", embedder, json={"input": "hello"}).status_code == 200
