@@ -114,7 +114,6 @@ def check_adapters_page(stack: Stack, job: str, done: dict) -> None:
 
     at = AppTest.from_file(APP, default_timeout=180)
     at.run()
-    at.text_input(key="login-url").set_value(stack.url)
     at.text_input(key="login-token").set_value(stack.token)
     at.button[0].click().run()
     at.sidebar.radio(key="page").set_value("Adapters").run()
