@@ -9,4 +9,4 @@ if [[ -z "${MODELS_DIR:-}" && -f .env ]]; then
   MODELS_DIR="$(sed -n "s/^MODELS_DIR=['\"]\{0,1\}\([^'\"]*\)['\"]\{0,1\}$/\1/p" .env | tail -n1)"
   [[ -n "$MODELS_DIR" ]] && export MODELS_DIR
 fi
-exec "$APPLIANCE" fetch-models "$@"
+run_cli fetch-models "$@"

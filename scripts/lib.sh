@@ -12,3 +12,14 @@ need_installed() {
     fail "the appliance is not installed yet. Fix: run ./scripts/up.sh (or ./scripts/install.sh) first."
   fi
 }
+
+# Run an `appliance` sub-command for a wrapper script; a usage error (typer's exit 2)
+# is said the way every script says it.
+run_cli() {
+  local code=0
+  "$APPLIANCE" "$@" || code=$?
+  if [[ $code -eq 2 ]]; then
+    fail "unknown option or argument for 'appliance $1' (see $(basename "$0") --help)"
+  fi
+  return $code
+}

@@ -21,7 +21,7 @@ state="$ROOT/data/run/train-paused.txt"
 if [[ -s "$state" ]]; then
   fail "servers are already paused for training ($(tr '\n' ' ' < "$state")). Fix: run scripts/train-resume.sh first."
 fi
-"$APPLIANCE" train-plan "$@"
+run_cli train-plan "$@"
 plan="$("$APPLIANCE" train-plan --json "$@")" || fail "no training method fits; see the plan above."
 mapfile -t services < <(printf '%s' "$plan" | "$VENV/bin/python" -c 'import json,sys; print("\n".join(json.load(sys.stdin)["pause"] or []))')
 mkdir -p "$(dirname "$state")"

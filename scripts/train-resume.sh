@@ -9,6 +9,8 @@ Usage: scripts/train-resume.sh
   scripts/train-pause.sh) with docker compose start, then forgets the list.
 USAGE
   exit 0 ;;
+  "") ;;
+  *) fail "unknown option: $1 (see --help)" ;;
 esac
 cd "$ROOT"
 state="$ROOT/data/run/train-paused.txt"

@@ -52,6 +52,28 @@ def series(samples: Samples, name: str) -> list[dict[str, str]]:
     return [dict(ls) for (n, ls) in samples if n == name]
 
 
+def quiet(stack: Stack, timeout_s: float = 180) -> Samples:
+    """A scrape taken once the shared stack is idle: no task waiting or unacknowledged and
+    no task outcome or request counted for two seconds, so work left over from earlier
+    tests (a stream still ending, a background answer) cannot land in our window."""
+    deadline = time.monotonic() + timeout_s
+    last = scrape(stack)
+
+    def busy(samples: Samples) -> float:
+        return (total(samples, "appliance_task_outcomes_total") + total(samples, "appliance_tasks_unacked")
+                + sum(v for (n, ls), v in samples.items() if n == "appliance_queue_depth")
+                + sum(v for (n, ls), v in samples.items()
+                      if n == "appliance_http_requests_total" and dict(ls).get("route") != "/metrics"))
+
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        now = scrape(stack)
+        if busy(now) == busy(last) and total(now, "appliance_tasks_unacked") == 0:
+            return now
+        last = now
+    return last
+
+
 def test_metrics_need_the_owner_token(stack: Stack) -> None:
     response = httpx.get(f"{stack.url}/metrics", timeout=30)
     assert response.status_code == 401
@@ -61,7 +83,7 @@ def test_metrics_need_the_owner_token(stack: Stack) -> None:
 def test_metrics_count_what_clients_saw(stack: Stack) -> None:
     """Two chats: the request counter, the latency histogram, the task outcomes and the
     token counters (API side and worker side) move by exactly what the client saw."""
-    before = scrape(stack)
+    before = quiet(stack)
     client = stack.openai()
     completions = [client.chat.completions.create(
         model="core", messages=[{"role": "user", "content": f"Say the number {n}."}],
