@@ -48,6 +48,9 @@ class Service:
     timeout_s: float = 120.0
     # Folder the service keeps its state in; created before it starts.
     state_dir: Path | None = None
+    # CPU niceness, set in the child before it runs the service (not a `nice` wrapper
+    # command: the recorded command line must be the one the process shows).
+    nice: int = 0
 
 
 def _redis_port(settings: Settings) -> int:
@@ -102,7 +105,7 @@ def background_chat_service(settings: Settings) -> Service | None:
     argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
             "-Q", cfg.background_queue, "-c", str(pool.concurrency), "-P", pool.pool,
             "-n", f"{cfg.background_queue}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
-    return Service(name=f"worker-{cfg.background_queue}", argv=["nice", "-n", str(pool.nice), *argv],
+    return Service(name=f"worker-{cfg.background_queue}", argv=argv, nice=pool.nice,
                    env=worker_env(settings, cfg.background_queue),
                    healthy=lambda: worker_ok(settings, cfg.background_queue))
 
@@ -254,7 +257,8 @@ def start_service(settings: Settings, svc: Service) -> int:
     with log_path.open("ab") as log:
         proc = subprocess.Popen(svc.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=PROJECT_ROOT, env={**_base_env(settings), **svc.env},
-                                start_new_session=True)
+                                start_new_session=True,
+                                preexec_fn=(lambda: os.nice(svc.nice)) if svc.nice else None)
     # Popen returns once the child has exec'd, so its start time and command line are final.
     _pid_file(settings, svc.name).write_text(json.dumps(
         {"pid": proc.pid, "argv": svc.argv, "started": time.time(), "log": str(log_path),
