@@ -21,6 +21,7 @@ from typing import Iterator
 import httpx
 import pytest
 
+from rag.store import edge_dir
 from configs.private_files import protect_data_dir
 from tests.conftest import Stack, running_stack, stack_env
 
@@ -62,7 +63,7 @@ def test_every_file_of_a_running_stack_is_owner_only(fresh_stack: Stack) -> None
         # Holding a conversation open keeps SQLite's -wal/-shm files around to be checked.
         assert http.get("/conversations").status_code == 200
     _wait_for(data / "webhooks.sqlite3")
-    memory = settings.memory.qdrant_path or data / "qdrant"
+    memory = edge_dir(settings.memory, data)  # the embedded Qdrant Edge index (rag/store.py)
     _wait_for(memory)
 
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
