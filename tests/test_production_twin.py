@@ -127,7 +127,7 @@ def wait_ready(stack: Stack, timeout_s: float = 600) -> None:
 def test_think_profile_returns_reasoning_and_answer_apart(twin_stack: Stack) -> None:
     client = twin_stack.openai()
     reply = client.chat.completions.create(model="core", messages=[{"role": "user", "content": QUESTION}],
-                                           extra_body={"profile": "think", "mode": "direct"})
+                                           temperature=0, extra_body={"profile": "think", "mode": "direct"})
     message = reply.choices[0].message
     assert message.content.strip() == ANSWER
     assert REASONING in (message.model_extra or {}).get("reasoning_content", "")
@@ -137,7 +137,7 @@ def test_think_profile_returns_reasoning_and_answer_apart(twin_stack: Stack) -> 
 def test_think_profile_streams_reasoning_content_before_content(twin_stack: Stack) -> None:
     stream = twin_stack.openai().chat.completions.create(
         model="core", stream=True, messages=[{"role": "user", "content": QUESTION}],
-        extra_body={"profile": "think", "mode": "direct"})
+        temperature=0, extra_body={"profile": "think", "mode": "direct"})
     kinds, reasoning, content = [], "", ""
     for chunk in stream:
         for choice in chunk.choices:
@@ -155,12 +155,12 @@ def test_think_profile_streams_reasoning_content_before_content(twin_stack: Stac
 def test_fast_profile_answers_without_reasoning_and_memory_keeps_answers_only(twin_stack: Stack) -> None:
     client = twin_stack.openai()
     reply = client.chat.completions.create(model="core", messages=[{"role": "user", "content": QUESTION}],
-                                           extra_body={"profile": "fast", "mode": "direct"})
+                                           temperature=0, extra_body={"profile": "fast", "mode": "direct"})
     message = reply.choices[0].message
     assert message.content.strip() == ANSWER
     assert (message.model_extra or {}).get("reasoning_content") is None
     think = client.chat.completions.create(model="core", messages=[{"role": "user", "content": QUESTION}],
-                                           extra_body={"profile": "think", "mode": "direct"})
+                                           temperature=0, extra_body={"profile": "think", "mode": "direct"})
     conversation = think.model_extra["conversation_id"]
     with twin_stack.http() as http:
         stored = http.get(f"/conversations/{conversation}/messages").json()
