@@ -23,3 +23,12 @@ run_cli() {
   fi
   return $code
 }
+
+# MODELS_DIR from .env (the folder compose.yaml mounts as /models), unless already set.
+load_models_dir() {
+  if [[ -z "${MODELS_DIR:-}" && -f "$ROOT/.env" ]]; then
+    MODELS_DIR="$(sed -n "s/^MODELS_DIR=['\"]\{0,1\}\([^'\"]*\)['\"]\{0,1\}$/\1/p" "$ROOT/.env" | tail -n1)"
+    if [[ -n "$MODELS_DIR" ]]; then export MODELS_DIR; fi
+  fi
+  return 0
+}
