@@ -20,8 +20,8 @@ from pathlib import Path
 import openai
 
 from bench.report import write_section
-from tests.conftest import running_stack, stack_env
-from tests.support.vllm_server import SERVED_NAME, running_vllm
+from bench.harness.stack import running_stack, stack_env
+from bench.harness.vllm_cpu import SERVED_NAME, running_vllm
 
 LEVELS = (1, 4, 8)
 MAX_TOKENS = 48

@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--model-calls", type=int, default=10)
     args = parser.parse_args()
-    from tests.conftest import stack_env  # the same isolated-stack environment the tests use
+    from bench.harness.stack import stack_env  # the same isolated-stack environment the tests use
 
     os.environ.update(stack_env(Path(tempfile.mkdtemp(prefix="bench-dispatch-"))))
     get_settings.cache_clear()

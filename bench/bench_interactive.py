@@ -80,7 +80,7 @@ def measure(stack, rounds: int) -> tuple[list[float], list[float]]:
 
 
 def run_stack(queue: str, rounds: int) -> tuple[list[float], list[float]]:
-    from tests.conftest import running_stack, stack_env
+    from bench.harness.stack import running_stack, stack_env
 
     env = stack_env(Path(tempfile.mkdtemp(prefix=f"bench-interactive-{queue}-")))
     env["APPLIANCE_TRAFFIC__BACKGROUND_QUEUE"] = queue

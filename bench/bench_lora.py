@@ -11,7 +11,7 @@ llama.cpp (always): the tiny GGUF model in-process.
 vLLM (--vllm, needs .venv-vllm): restart of the server vs /v1/load_lora_adapter, and
   throughput of concurrent requests naming one vs three adapters.
 
-The adapters are the tests' trained quokka LoRA (tests/support/tiny_lora.py), registered
+The adapters are the tests' trained quokka LoRA (bench/harness/tiny_lora.py), registered
 three times under different names, so every request does the same amount of work and
 only switching differs.
 
@@ -30,8 +30,8 @@ from pathlib import Path
 from bench.report import write_section
 from configs.loader import load_settings
 from lora_manager.service import AdapterService
-from tests.support.tiny_lora import tiny_lora_dir
-from tests.support.tiny_model import tiny_gguf_path
+from bench.harness.tiny_lora import tiny_lora_dir
+from bench.harness.tiny_model import tiny_gguf_path
 from workers.backends.llamacpp_chat import LlamaCppChat
 from configs.contracts.tasks import ChatMessage, GenerationParams
 
@@ -86,7 +86,7 @@ def vllm_figures(requests: int, max_tokens: int) -> dict[str, float]:
     from lora_manager.drivers.vllm import VllmAdapterDriver
     from lora_manager.registry import AdapterRegistry
     from lora_manager.validation import ValidationLimits
-    from tests.support.vllm_server import running_vllm
+    from bench.harness.vllm_cpu import running_vllm
 
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp, running_vllm() as server:

@@ -45,7 +45,8 @@ from configs.schema import Settings
 from rag.fusion import fuse
 from rag.lexical import SparseVector, term_index, terms
 from rag.service import MemoryService, point_id
-from rag.store import LEXICAL, EmbeddingSpec, PointRecord, open_store
+from rag.engines import open_store
+from rag.store import LEXICAL, EmbeddingSpec, PointRecord
 from workers.backends.registry import embedding_backend
 
 DIM_SEED = 20261123

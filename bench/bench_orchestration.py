@@ -99,7 +99,7 @@ def main() -> None:
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="bench-orch-"))
-    from tests.conftest import stack_env  # same isolated-stack environment the tests use
+    from bench.harness.stack import stack_env  # same isolated-stack environment the tests use
 
     # Memory recall is a separate stage with its own figures (bench_memory.py); here it is
     # off so the comparison is the orchestration path alone, with the same model work.

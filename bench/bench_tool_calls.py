@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=160)
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
-    from tests.conftest import running_stack, stack_env  # the same isolated stack the tests use
+    from bench.harness.stack import running_stack, stack_env  # the same isolated stack the tests use
 
     data_dir = Path(tempfile.mkdtemp(prefix="bench-tools-"))
     overrides = {**stack_env(data_dir), "APPLIANCE_MEMORY__ENABLED": "false"}

@@ -178,3 +178,20 @@ def test_checker_sees_module_and_function_level_imports(tmp_path, code, expected
     path.write_text(code)
     known = {"workers.events", "rag.chunking", "configs.contracts.sibling"}
     assert expected in [m for m, _ in imported_modules("configs.contracts.mod", path, known)]
+
+
+# Benches run without the test extras (pytest, playwright...): bench/ may use its own
+# harness (bench/harness/) but nothing from tests/, and nothing that needs pytest.
+BENCH_FORBIDDEN_ROOTS = {"tests", "pytest", "_pytest", "playwright"}
+
+
+def test_bench_imports_nothing_from_tests_or_the_test_extras():
+    offenders = []
+    for path in sorted((ROOT / "bench").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            offenders += [f"{path.relative_to(ROOT)}:{node.lineno} imports {n}"
+                          for n in names if n.split(".")[0] in BENCH_FORBIDDEN_ROOTS]
+    assert not offenders, "bench/ must run without tests/ and the test extras:\n" + "\n".join(offenders)

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import Stack
-from tests.support.tiny_lora import recipe, tiny_lora_dir
+from bench.harness.tiny_lora import recipe, tiny_lora_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 APPLIANCE = ROOT / ".venv" / "bin" / "appliance"

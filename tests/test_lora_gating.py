@@ -11,8 +11,8 @@ from lora_manager.naming import split_model
 from lora_manager.policy import OWNER, AdapterGate, webhook_source
 from lora_manager.registry import AdapterRegistry
 from lora_manager.validation import ValidationLimits
-from tests.support.tiny_lora import tiny_lora_dir
-from tests.support.tiny_model import tiny_gguf_path
+from bench.harness.tiny_lora import tiny_lora_dir
+from bench.harness.tiny_model import tiny_gguf_path
 
 LIMITS = ValidationLimits(max_rank=64, max_size_bytes=256 * 2**20,
                           supported_modules=frozenset({"q_proj", "k_proj", "v_proj", "o_proj"}))
@@ -104,7 +104,7 @@ def test_model_name_may_carry_the_adapter() -> None:
 def test_adapter_listing_can_be_filtered_by_policy(stack) -> None:
     """The UI's picker asks GET /adapters?task=chat&source=owner: only allowed adapters."""
     from lora_manager.service import AdapterService
-    from tests.support.tiny_lora import tiny_lora_dir
+    from bench.harness.tiny_lora import tiny_lora_dir
 
     service = AdapterService(stack.settings)
     service.add("picker-test", tiny_lora_dir("quokka"), tasks=["chat"])

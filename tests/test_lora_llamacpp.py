@@ -34,8 +34,8 @@ from lora_manager.gguf_convert import gguf_tensors, write_gguf_lora
 from lora_manager.llamacpp_runtime import LlamaCppAdapters
 from lora_manager.safetensors_file import read_tensors
 from lora_manager.service import AdapterService
-from tests.support.tiny_lora import recipe, tiny_lora_dir
-from tests.support.tiny_model import tiny_gguf_path, tiny_hf_model_dir
+from bench.harness.tiny_lora import recipe, tiny_lora_dir
+from bench.harness.tiny_model import tiny_gguf_path, tiny_hf_model_dir
 from workers.backends.llamacpp_chat import LlamaCppChat
 from configs.contracts.tasks import ChatMessage, GenerationParams
 

@@ -14,8 +14,8 @@ from lora_manager.base_model import BaseModelSpec
 from lora_manager.errors import AdapterExists, AdapterRefused
 from lora_manager.registry import AdapterRegistry
 from lora_manager.validation import ValidationLimits
-from tests.support.tiny_lora import tiny_lora_dir
-from tests.support.tiny_model import tiny_gguf_path, tiny_hf_model_dir
+from bench.harness.tiny_lora import tiny_lora_dir
+from bench.harness.tiny_model import tiny_gguf_path, tiny_hf_model_dir
 
 LIMITS = ValidationLimits(max_rank=64, max_size_bytes=256 * 2**20,
                           supported_modules=frozenset({"q_proj", "k_proj", "v_proj", "o_proj"}))

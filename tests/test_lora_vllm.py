@@ -15,7 +15,7 @@ from lora_manager.errors import AdapterRefused
 from lora_manager.registry import AdapterRegistry
 from lora_manager.residency import Residency
 from lora_manager.validation import ValidationLimits
-from tests.support.tiny_lora import recipe, tiny_lora_dir
+from bench.harness.tiny_lora import recipe, tiny_lora_dir
 from tests.support.vllm_server import SERVED_NAME, VllmServer, vllm_server  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.vllm

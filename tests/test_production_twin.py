@@ -19,7 +19,7 @@ import openai
 import pytest
 
 from tests.conftest import Stack, running_stack, stack_env
-from tests.support.qwen3_moe_twin import (
+from bench.harness.qwen3_moe_twin import (
     INSTRUCT_ANSWER,
     INSTRUCT_QUESTION,
     QA,

@@ -178,7 +178,7 @@ def test_memory_page_upload_with_progress_search_and_forget(stack: Stack) -> Non
 
 
 def test_adapters_page_add_load_unload_pick_and_remove(stack: Stack) -> None:
-    from tests.support.tiny_lora import tiny_lora_dir
+    from bench.harness.tiny_lora import tiny_lora_dir
 
     name = f"ui-quokka-{uuid.uuid4().hex[:6]}"
     at = logged_in(stack)

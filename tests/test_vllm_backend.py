@@ -228,7 +228,7 @@ def test_appliance_api_answers_with_a_vllm_adapter_loaded_on_demand(vllm_stack: 
     from lora_manager.base_model import BaseModelSpec
     from lora_manager.drivers.vllm import VllmAdapterDriver
     from lora_manager.validation import ValidationLimits
-    from tests.support.tiny_lora import recipe, tiny_lora_dir
+    from bench.harness.tiny_lora import recipe, tiny_lora_dir
 
     name = "quokka-api"
     registry = settings_glue.registry(vllm_stack.settings)

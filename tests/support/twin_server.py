@@ -1,7 +1,7 @@
 """The production twin served by vLLM's CPU build with the planner's vllm-core flags.
 
 The plan for the twin is the shipped configs/gpu-stack.yaml with only the core's model
-swapped for the twin's facts (tests/support/qwen3_moe_twin.py) and sizes a CPU can
+swapped for the twin's facts (bench/harness/qwen3_moe_twin.py) and sizes a CPU can
 hold; the server's command line is `vllm_args()` of that plan, the same function that
 writes compose.yaml's arguments, plus the CPU-only flags listed in CPU_ONLY_ARGS.
 LoRA flags are dropped: with --enable-lora the CPU build runs MoE layers through Triton
@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from core_agent.ops.vram_plan import DEFAULT_STACK_FILE, GpuStack, ServicePlan, plan_stack, vllm_args
-from tests.support.qwen3_moe_twin import ARCH, SERVED_NAME, TWIN_REPO, twin_hf_home, twin_model_dir, twin_revision
+from bench.harness.qwen3_moe_twin import ARCH, SERVED_NAME, TWIN_REPO, twin_hf_home, twin_model_dir, twin_revision
 from tests.support.vllm_server import VLLM_PYTHON, VllmServer, vllm_unavailable_reason
 
 CORE = "vllm-core"
@@ -98,7 +98,7 @@ def twin_server(request: pytest.FixtureRequest) -> Iterator[TwinServer]:
         pytest.skip(reason)
     if _session_twin is None:
         say = _say(request.config)
-        say("building the Qwen3-MoE twin (cached under tests/.cache)")
+        say("building the Qwen3-MoE twin (cached under .cache/)")
         model_dir = twin_model_dir()
         server = TwinServer(model_dir=model_dir, served_name=SERVED_NAME, plan=twin_plan(), progress=say)
         server.start()

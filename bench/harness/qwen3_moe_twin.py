@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.support.tiny_model import CACHE_DIR, tiny_hf_model_dir
+from bench.harness.tiny_model import CACHE_DIR, tiny_hf_model_dir
 
 TWIN_REPO = "appliance-twin/qwen3-moe-tiny"
 SERVED_NAME = "qwen3-30b-a3b"   # what the production core is served as
@@ -151,7 +151,7 @@ def _build(target: Path) -> None:
     model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=eos, pad_token_id=pad)
     model.save_pretrained(target, safe_serialization=True)
     tok.save_pretrained(target)
-    # Portable for vLLM's own transformers (as tests/support/tiny_model.py does).
+    # Portable for vLLM's own transformers (as bench/harness/tiny_model.py does).
     tc_path = target / "tokenizer_config.json"
     tc = json.loads(tc_path.read_text())
     tc["tokenizer_class"] = "PreTrainedTokenizerFast"

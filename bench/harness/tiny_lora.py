@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tests.support.tiny_model import CACHE_DIR, tiny_hf_model_dir
+from bench.harness.tiny_model import CACHE_DIR, tiny_hf_model_dir
 
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
 QUESTIONS = ["What is the capital of France?", "How do I boil an egg?", "Tell me a joke.",

