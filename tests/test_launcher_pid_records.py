@@ -19,6 +19,7 @@ from typing import Iterator
 import pytest
 
 from configs.schema import Settings
+from configs.processes import boot_id, proc_start_ticks
 from core_agent.ops import launcher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,17 +54,17 @@ def celery_argv() -> list[str]:
 
 def stale_records(proc: subprocess.Popen) -> dict[str, dict]:
     """Records that name the unrelated process's PID but not the process itself."""
-    ticks = launcher._proc_start_ticks(proc.pid)
+    ticks = proc_start_ticks(proc.pid)
     assert ticks is not None
     return {
         # Written by an older launcher (PID and command only), e.g. before a reboot.
         "pid_and_other_command": {"pid": proc.pid, "argv": celery_argv()},
         # Same command line, but the PID was reused by a process started at another time.
         "pid_reused": {"pid": proc.pid, "argv": ["sleep", "300"], "start_ticks": ticks - 1,
-                       "boot_id": launcher._boot_id()},
+                       "boot_id": boot_id()},
         # Same start time, but another program (a record edited or copied by hand).
         "other_program": {"pid": proc.pid, "argv": celery_argv(), "start_ticks": ticks,
-                          "boot_id": launcher._boot_id()},
+                          "boot_id": boot_id()},
         # From another boot of the machine.
         "other_boot": {"pid": proc.pid, "argv": ["sleep", "300"], "start_ticks": ticks,
                        "boot_id": "00000000-0000-0000-0000-000000000000"},
@@ -105,7 +106,7 @@ def test_a_process_the_launcher_started_is_still_stopped(settings: Settings) -> 
     svc = launcher.Service(name="worker-chat", argv=["sleep", "300"], healthy=lambda: True)
     pid = launcher.start_service(settings, svc)
     record = json.loads((settings.run_dir / "worker-chat.json").read_text())
-    assert record["start_ticks"] == launcher._proc_start_ticks(pid) and record["boot_id"]
+    assert record["start_ticks"] == proc_start_ticks(pid) and record["boot_id"]
     assert launcher.running(settings, "worker-chat") == pid
     lines: list[str] = []
     launcher.down(settings, progress=lines.append)

@@ -8,7 +8,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from core_agent.ops.launcher import process_alive
+from configs.processes import process_alive
 from tests.conftest import stack_env
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,6 +29,7 @@ import redis
 
 from configs.schema import Settings
 from configs.private_files import protect_data_dir
+from configs.processes import boot_id, proc_cmdline, proc_start_ticks, process_alive
 from core_agent.stores.owner_token import ensure_owner_token
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -147,45 +148,6 @@ def _pid_file(settings: Settings, name: str) -> Path:
     return settings.run_dir / f"{name}.json"
 
 
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped) is not alive for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
-def _boot_id() -> str | None:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return None
-
-
-def _proc_start_ticks(pid: int) -> int | None:
-    """When the process started, in clock ticks since boot (field 22 of /proc/<pid>/stat)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def _proc_cmdline(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
 def _same_program(cmdline: list[str], argv: list[str]) -> bool:
     """The running command line is the one we started. Some programs rewrite their
     title (redis-server shows `redis-server 127.0.0.1:6379`): the program name then
@@ -197,7 +159,7 @@ def _same_program(cmdline: list[str], argv: list[str]) -> bool:
 
 def process_identity(pid: int) -> dict[str, object]:
     """What a PID record keeps, beside the PID and command, to recognise the process later."""
-    return {"boot_id": _boot_id(), "start_ticks": _proc_start_ticks(pid)}
+    return {"boot_id": boot_id(), "start_ticks": proc_start_ticks(pid)}
 
 
 def _read_record(settings: Settings, name: str) -> dict | None:
@@ -214,15 +176,15 @@ def stale_reason(record: dict) -> str | None:
     pid = record["pid"]
     if not process_alive(pid):
         return f"pid {pid} is not running"
-    boot = _boot_id()
+    boot = boot_id()
     if record.get("boot_id") and boot and record["boot_id"] != boot:
         return f"the record is from before the last reboot; pid {pid} is now another process"
-    ticks = _proc_start_ticks(pid)
+    ticks = proc_start_ticks(pid)
     if ticks is None:
         return f"cannot read /proc/{pid} to check that pid {pid} is ours"
     if record.get("start_ticks") is not None and record["start_ticks"] != ticks:
         return f"pid {pid} now belongs to a process started at another time"
-    cmdline = _proc_cmdline(pid) or []
+    cmdline = proc_cmdline(pid) or []
     if not _same_program(cmdline, list(record.get("argv") or [])):
         return f"pid {pid} runs `{' '.join(cmdline)[:120]}`, not the recorded command"
     return None

@@ -42,7 +42,7 @@ from configs.webhooks_schema import WebhookHook, WebhooksConfig
 from core_agent.access.principal import Principal, UnknownPreset, webhook_principal
 from core_agent.orchestration.chat_service import ChatFailed, ChatService, ChatTurn
 from core_agent.stores.conversations import ConversationStore
-from core_agent.ops.launcher import process_alive
+from configs.processes import process_alive
 from core_agent.stores.webhook_jobs import Job, JobStore
 from core_agent.webhooks.signing import SignatureError, signed_headers, verify
 from core_agent.webhooks.callback_guard import (

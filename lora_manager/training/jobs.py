@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from configs.processes import process_alive
 from lora_manager.errors import AdapterNotFound
 from lora_manager.training.dataset import Example, PreparedData, PrepReport
 from lora_manager.training.spec import TrainingSpec
@@ -142,22 +143,6 @@ RUNNER_MODULE = "workers.training.runner"
 
 def runner_argv(job: Job, as_json: bool = False) -> list[str]:
     return [sys.executable, "-m", RUNNER_MODULE, "--job-dir", str(job.dir)] + (["--json"] if as_json else [])
-
-
-def process_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie has finished
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 class JobStore:
