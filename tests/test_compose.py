@@ -209,7 +209,10 @@ def test_one_celery_worker_per_queue_in_each_profile(resolved: dict[str, Any], p
         cmd = svc.get("command") or []
         if cmd[:4] == ["celery", "-A", "workers.celery_app", "worker"] and svc.get("profiles") == [profile]:
             queues.append(cmd[cmd.index("-Q") + 1])
-    assert sorted(queues) == sorted(QUEUE_NAMES)
+    # Every queue the core sends to has its worker, the background chat lane included
+    # (without it, webhook and chore requests would wait in Redis forever).
+    lanes = {load_settings().traffic.background_queue} - {"chat"}
+    assert sorted(queues) == sorted([*QUEUE_NAMES, *lanes])
 
 
 def test_named_volumes_and_persistence(resolved: dict[str, Any]) -> None:
