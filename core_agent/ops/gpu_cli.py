@@ -44,7 +44,10 @@ def doctor(
 def fetch_models(
     dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would be downloaded."),
     as_json: bool = typer.Option(False, "--json", help="Print the download plan as JSON."),
-    pin: bool = typer.Option(False, "--pin", help="Record the commit of each unpinned model in configs/model-pins.yaml first."),
+    # On by default: weights must not change under the owner, and a commit can only be
+    # learnt from the hub, so the first fetch records what it downloads (a lock file).
+    pin: bool = typer.Option(True, "--pin/--no-pin",
+                             help="Record the commit of each unpinned model in configs/model-pins.yaml first (default)."),
     models_dir: Path = typer.Option(PROJECT_ROOT / "models", "--models-dir", envvar="MODELS_DIR",
                                     help="The folder compose.yaml mounts as /models (HF cache in its hf/)."),
     config: Path = typer.Option(DEFAULT_STACK_FILE, "--config", help="The GPU stack file."),
@@ -73,7 +76,8 @@ def fetch_models(
             if pin and not item.pinned:
                 pins[item.repo] = commit
         if pins:
-            typer.echo(f"pinned {len(pins)} models in {write_pins(config, pins)}")
+            typer.echo(f"pinned {len(pins)} models in {write_pins(config, pins)}; "
+                       "run ./scripts/vram-plan.sh --write-env so compose serves these commits")
             fp = fetch_plan(_plan(config), hf_home)
         for item in fp.items:
             if not item.present:
