@@ -26,7 +26,8 @@ import pytest
 
 from tests.conftest import Stack
 
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is missing. Fix: pip install -e '.[test]'")
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
