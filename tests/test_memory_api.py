@@ -4,13 +4,16 @@ Qdrant local mode + MiniLM, and back. The conversation store's outbox feeds the 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from core_agent.ops import launcher
@@ -18,7 +21,7 @@ from core_agent.stores.conversations import ConversationStore
 from configs.schema import Settings
 from core_agent.orchestration.memory_client import MemoryClient
 from core_agent.ops.memory_backup import restore_backup
-from configs.contracts.memory import SearchRequest
+from configs.contracts.memory import RAG_INDEX_TURNS, SearchRequest
 from rag.service import MemoryService
 from tests.conftest import Stack
 from tests.support.memory_vault import BAD_FILES, make_vault
@@ -162,24 +165,52 @@ def test_online_backup_restores_into_another_data_directory(stack: Stack, vault:
         service.close()
 
 
+def queued_index_task_texts(settings: Settings) -> list[str]:
+    """The turn texts of every rag.index_turns task waiting in the rag queue in Redis
+    (kombu's message format: the JSON envelope, the task's args base64 in `body`)."""
+    texts = []
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        for raw in client.lrange("rag", 0, -1):
+            envelope = json.loads(raw)
+            if envelope.get("headers", {}).get("task") != RAG_INDEX_TURNS:
+                continue
+            args, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
+            texts.append(json.dumps([args, kwargs]))
+    finally:
+        client.close()
+    return texts
+
+
 def test_turns_wait_while_the_rag_worker_is_down_and_are_indexed_after(stack: Stack) -> None:
+    """Claim: with the rag worker down, a stored turn stays in the outbox while the API's
+    drainer has already handed it to the rag queue; once the worker is back the drainer
+    finishes: the outbox empties and the turn is found. Each step is a state only the
+    drainer (or the worker it fed) causes, polled to a deadline. Broken build watched
+    failing: MemoryClient.ensure_drainer returning at once (no drainer runs): the turn
+    never reaches the rag queue and the first poll times out."""
     settings = stack.settings
+    fact = f"The spare house key is hidden under the blue flowerpot ({uuid.uuid4().hex[:6]})."
     [rag] = [s for s in launcher.services(settings) if s.name == "worker-rag"]
     launcher.stop_service(settings, "worker-rag")
     store = ConversationStore(settings.conversations_db)
     try:
         cid = store.create("while down").id
-        store.append(cid, "user", "The spare house key is hidden under the blue flowerpot.")
+        store.append(cid, "user", fact)
         with stack.http() as http:  # wakes the drainer; the search itself fails clearly
             resp = http.post("/memory/search", json={"query": "spare key"}, timeout=60)
             assert resp.status_code == 503 and "appliance up" in resp.json()["error"]["message"]
-        time.sleep(3)
-        assert store.memory_outbox_count() >= 1, "the turn waits in the outbox"
+        deadline = time.monotonic() + 60
+        while not any(fact in t for t in queued_index_task_texts(settings)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert any(fact in t for t in queued_index_task_texts(settings)), \
+            "the drainer never sent the turn to the rag queue"
+        assert fact in [i.content for i in store.memory_outbox()], "sent, but not done: the turn waits in the outbox"
     finally:
         launcher.wait_healthy(settings, rag, launcher.start_service(settings, rag))
     wait_outbox_empty(stack)
     hits = search(stack, "where is the spare house key", kinds=["conversation"])
-    assert hits and hits[0]["source"] == f"conversation:{cid}"
+    assert hits and hits[0]["source"] == f"conversation:{cid}" and fact in hits[0]["text"]
 
 
 def test_reindex_rebuilds_both_collections_from_the_sources_of_truth(stack: Stack, vault: Path) -> None:

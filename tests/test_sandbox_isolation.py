@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -66,6 +68,9 @@ def test_code_runs_and_a_lowered_limit_applies(stack: Stack) -> None:
 
 
 def test_a_world_readable_file_in_the_data_directory_stays_out_of_reach(stack: Stack) -> None:
+    """The same code, run by plain Python outside the sandbox, reads the planted secret
+    and lists the data directory; inside the sandbox both must be refused. The test does
+    not change the directory's permissions: keeping it out is the sandbox's job."""
     planted = stack.settings.data_dir.resolve() / f"planted-{uuid.uuid4().hex[:8]}.txt"
     secret = f"SECRET-{uuid.uuid4().hex}"
     planted.write_text(secret)
@@ -74,6 +79,8 @@ def test_a_world_readable_file_in_the_data_directory_stays_out_of_reach(stack: S
         code = (f"import os\nfor p in [{str(planted)!r}, {str(stack.settings.data_dir.resolve())!r}]:\n"
                 "    try:\n        print('READ', open(p).read() if os.path.isfile(p) else os.listdir(p))\n"
                 "    except OSError as e:\n        print('REFUSED', type(e).__name__)\n")
+        outside = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd="/")
+        assert secret in outside.stdout and outside.stdout.count("READ") == 2, outside
         body = run(stack, code)
         assert secret not in body["stdout"] and "READ" not in body["stdout"], body
         assert body["stdout"].count("REFUSED") == 2, body

@@ -101,7 +101,8 @@ def serving(app: FastAPI, port: int) -> Iterator[str]:
     thread.start()
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
-    while not server.started and time.monotonic() < deadline:
+    while not server.started:
+        assert time.monotonic() < deadline, f"the app at {url} did not start within 60 s"
         time.sleep(0.1)
     try:
         yield url

@@ -1,4 +1,10 @@
-"""The VRAM planner against hand computation, and its refusal of plans that do not fit."""
+"""The VRAM planner against hand computation, and its refusal of plans that do not fit.
+
+Every expected number is a literal worked out by hand (the arithmetic is in the comment
+next to it), never recomputed with the planner's own formula. Broken builds watched
+failing: kv_bytes_per_token using q_heads instead of kv_heads (the KV tests and the
+shipped-plan table go red); utilization_fraction rounding to nearest instead of up.
+"""
 
 from __future__ import annotations
 
@@ -62,7 +68,10 @@ def test_fp8_kv_cache_halves_it() -> None:
     bf16 = plan_stack(stack_with(kv_cache_dtype="auto")).service(CORE)
     fp8 = plan_stack(stack_with(kv_cache_dtype="fp8")).service(CORE)
     assert fp8.kv_bytes_per_token == 49_152  # by hand: 2 x 48 x 4 x 128 x 1 byte
-    assert fp8.kv_cache_bytes * 2 == bf16.kv_cache_bytes
+    # By hand, shipped knobs (32,768 tokens x 4 sequences): 49,152 x 131,072 = 6,442,450,944 B
+    # = 6 GiB in FP8, against 98,304 x 131,072 = 12,884,901,888 B = 12 GiB in BF16.
+    assert fp8.kv_cache_bytes == 6_442_450_944
+    assert bf16.kv_cache_bytes == 12_884_901_888
 
 
 def test_qwen3_30b_a3b_fp8_weights_are_about_31_gb() -> None:
@@ -80,14 +89,40 @@ def test_lora_slots_by_hand() -> None:
     assert core.lora_bytes == 106_954_752
 
 
+# The shipped configs/gpu-stack.yaml worked out by hand (GiB = 1,073,741,824 B; the card is
+# 97,887 MiB x 1,048,576 = 102,641,958,912 B). Per service: weights, KV cache, LoRA,
+# overhead, total, and --gpu-memory-utilization = total / card rounded UP to 0.01.
+SHIPPED_BY_HAND = {
+    # weights 31,167,000,000 (above); KV 98,304 B x 32,768 x 4 = 12,884,901,888; LoRA
+    # 106,954,752 (above); overhead 4 GiB = 4,294,967,296. Total 48,453,823,936 B;
+    # 48,453,823,936 / 102,641,958,912 = 0.4721 -> 0.48.
+    "vllm-core": (31_167_000_000, 12_884_901_888, 106_954_752, 4_294_967_296, 48_453_823_936, 0.48),
+    # Qwen2.5-Coder-7B online FP8: (7.616 - 1.090) = 6.526e9 x 1 B + 1.090e9 x 2 B = 8,706,000,000;
+    # KV 2 x 28 layers x 4 heads x 128 x 2 B = 57,344 B/token x 32,768 x 2 = 3,758,096,384;
+    # overhead 2.5 GiB = 2,684,354,560. Total 15,148,450,944 B = 0.1476 of the card -> 0.15.
+    "vllm-code": (8_706_000_000, 3_758_096_384, 0, 2_684_354_560, 15_148_450_944, 0.15),
+    # Qwen2.5-VL-7B online FP8: (8.292 - 1.766) = 6.526e9 x 1 B + 1.766e9 x 2 B = 10,058,000,000;
+    # KV 57,344 x 16,384 x 2 = 1,879,048,192; overhead 4 GiB = 4,294,967,296.
+    # Total 16,232,015,488 B = 0.1581 -> 0.16.
+    "vllm-vision": (10_058_000_000, 1_879_048_192, 0, 4_294_967_296, 16_232_015_488, 0.16),
+    # bge-m3 in BF16: 0.568e9 x 2 B = 1,136,000,000; an encoder keeps no KV cache;
+    # overhead 1.5 GiB = 1,610,612,736. Total 2,746,612,736 B = 0.0268 -> 0.03.
+    "vllm-embed": (1_136_000_000, 0, 0, 1_610_612_736, 2_746_612_736, 0.03),
+}
+
+
 def test_utilization_is_the_services_share_of_the_card_rounded_up() -> None:
+    """Every number of the shipped plan against the table above. Broken build watched
+    failing: utilization_fraction rounding to nearest instead of up (the core gets 0.47,
+    less than it needs)."""
     plan = plan_stack(load_stack())
-    card_bytes = 97887 * 2**20
-    for s in plan.services:
-        assert s.total_bytes == s.weights_bytes + s.kv_cache_bytes + s.lora_bytes + s.overhead_bytes
-        assert s.total_bytes <= s.gpu_memory_utilization * card_bytes < s.total_bytes + 0.01 * card_bytes
+    got = {s.service: (s.weights_bytes, s.kv_cache_bytes, s.lora_bytes, s.overhead_bytes, s.total_bytes,
+                       s.gpu_memory_utilization) for s in plan.services}
+    assert got == SHIPPED_BY_HAND
+    assert plan.cards[0].memory_bytes == 102_641_958_912
+    # By hand: 0.48 + 0.15 + 0.16 + 0.03 = 0.82 of the card, under the 0.95 ceiling.
+    assert plan.cards[0].fraction_sum == pytest.approx(0.82)
     assert plan.fits
-    assert plan.cards[0].fraction_sum <= 0.95
 
 
 def test_active_experts_change_overrides_not_memory() -> None:

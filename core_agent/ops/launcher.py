@@ -151,10 +151,12 @@ def _pid_file(settings: Settings, name: str) -> Path:
 def _same_program(cmdline: list[str], argv: list[str]) -> bool:
     """The running command line is the one we started. Some programs rewrite their
     title (redis-server shows `redis-server 127.0.0.1:6379`): the program name then
-    has to match."""
+    has to match. Only a rewritten title (one argument holding spaces) gets that
+    leniency: otherwise any Python process would pass for a recorded Celery worker."""
     if cmdline == argv:
         return True
-    return bool(cmdline and argv) and Path(cmdline[0].split()[0]).name == Path(argv[0]).name
+    rewritten_title = len(cmdline) == 1 and " " in cmdline[0]
+    return rewritten_title and bool(argv) and Path(cmdline[0].split()[0]).name == Path(argv[0]).name
 
 
 def process_identity(pid: int) -> dict[str, object]:
