@@ -4,11 +4,13 @@ The chat model is the `synthetic_rate` backend (workers/backends/synthetic_rate.
 makes up tokens on a fixed schedule (rate_per_stream tokens/s, no model), so what is
 measured is the pipeline's own ceiling. For each row, N clients stream at once:
 
-- delivered_ratio: tokens/s the clients received / tokens/s emitted. Emitted: tokens
-  over the source's first-to-last token time (the worker's own timing, in the task's
-  result); received: tokens over the time from the source's first token to the
-  client's last (wall clock, same machine). Summed over the streams; 1.0 = every token
-  reached its client as it was made; a pipeline that falls behind ends late.
+- delivered_ratio: tokens/s the clients received / tokens/s emitted. Emitted: the
+  source's schedule ((tokens-1)/rate from its first token to its last); received: the
+  same tokens over the time from the source's first token (the worker's started_at,
+  in the task's result) to the client's last (wall clock, same machine). Summed over
+  the streams; 1.0 = every token reached its client on schedule; a pipeline that falls
+  behind ends late. source_kept_rate: the source's schedule / its actual duration
+  (below 1.0 when its worker thread was starved).
 - ttft_added_ms_p50: request sent -> first answer text at the client. The source's
   own time to first token is zero (it emits token 1 at once), so all of it is added by
   the appliance (API, stores, queue, worker pickup, event stream, SSE).
@@ -151,14 +153,16 @@ async def sweep_row(settings: Settings, token: str, streams: int, rate: float, t
         runs = await asyncio.gather(*(one_stream(client, redis, tokens) for _ in range(streams)))
         cpu = {name: meter.percent() for name, meter in meters.items()}
     await redis.aclose()
-    # received tokens/s = tokens / (source's first token -> client's last), emitted tokens/s =
-    # tokens / (source's first -> last); summed over the streams.
-    emitted = sum(r.emitted_s for r in runs)
+    # Emitted: the source's schedule, (tokens - 1) / rate from its first token to its last (a
+    # GPU does not slow down for its reader; the source keeps that schedule unless its worker
+    # thread is starved, which is the pipeline's cost too). Received: the source's first token
+    # -> the client's last. Summed over the streams.
+    emitted = sum((r.tokens - 1) / rate for r in runs)
     received = sum(r.received_s for r in runs)
     ttft_ms = [r.ttft_s * 1000 for r in runs]
     return Row(streams=streams, rate_per_stream=rate, token_flush_ms=flush_ms, tokens_per_stream=tokens,
                delivered_ratio=round(emitted / received, 4),
-               source_kept_rate=round(sum(r.tokens for r in runs) / rate / emitted, 4),
+               source_kept_rate=round(emitted / sum(r.emitted_s for r in runs), 4),
                ttft_added_ms_p50=round(statistics.median(ttft_ms), 2), ttft_added_ms_max=round(max(ttft_ms), 2),
                events_per_token=round(sum(r.chunks for r in runs) / sum(r.tokens for r in runs), 3),
                api_cpu_percent=round(cpu["api"], 1), redis_cpu_percent=round(cpu["redis"], 1),

@@ -7,6 +7,7 @@ queue behind each other) and the API, with two made-up-token models."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -146,3 +147,18 @@ def test_cancelling_mid_stream_stops_the_worker(synth_stack: Stack) -> None:
     assert events[-1].type == "error" and events[-1].error.code == "cancelled", events[-1]
     sent = "".join(e.text for e in events if e.type == "token")
     assert full.startswith(sent) and len(sent) < len(full) // 2
+
+
+def test_api_sends_queued_pieces_as_one_and_keeps_kinds_apart() -> None:
+    from core_agent.orchestration.chat_service import Thought
+    from core_agent.orchestration.piece_batching import take_queued
+
+    queue: asyncio.Queue = asyncio.Queue()
+    for piece in ["b", "c", Thought("t1"), Thought("t2"), "d", None]:
+        queue.put_nowait(piece)
+    merged, held = take_queued(queue, "a")
+    assert (merged, held) == ("abc", [Thought("t1")])
+    merged, held = take_queued(queue, held[0])
+    assert (merged, held) == (Thought("t1t2"), ["d"])
+    merged, held = take_queued(queue, held[0])
+    assert (merged, held) == ("d", [None])            # the end marker is handed back, in order
