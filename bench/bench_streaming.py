@@ -55,6 +55,7 @@ PLOT = BENCHMARKS_MD.parent / "streaming.png"
 @dataclass
 class StreamRun:
     ttft_s: float
+    to_source_s: float    # request sent -> the source starts (API, stores, queue, worker pickup)
     received_s: float     # the source's first token (wall clock) -> last answer text at the client
     emitted_s: float      # the source's first -> last token (the worker's own timing)
     tokens: int
@@ -72,6 +73,7 @@ class Row:
     source_kept_rate: float  # emitted tokens/s / configured rate (1.0 = the source kept its schedule)
     ttft_added_ms_p50: float
     ttft_added_ms_max: float
+    ttft_to_source_ms_p50: float  # the part of it before the source started (API, stores, queue)
     events_per_token: float
     api_cpu_percent: float
     redis_cpu_percent: float
@@ -109,7 +111,7 @@ async def one_stream(client: httpx.AsyncClient, redis: aioredis.Redis, tokens: i
                 parts.append(chunk["choices"][0]["delta"]["content"])
     source_start, source_s = await source_timing(redis, task_id)
     text = "".join(parts)
-    return StreamRun(ttft_s=first - start, received_s=last - source_start, emitted_s=source_s, tokens=tokens,
+    return StreamRun(ttft_s=first - start, to_source_s=source_start - start, received_s=last - source_start, emitted_s=source_s, tokens=tokens,
                      chunks=len(parts), exact=text == "".join(synthetic_tokens(tokens)))
 
 
@@ -164,6 +166,7 @@ async def sweep_row(settings: Settings, token: str, streams: int, rate: float, t
                delivered_ratio=round(emitted / received, 4),
                source_kept_rate=round(emitted / sum(r.emitted_s for r in runs), 4),
                ttft_added_ms_p50=round(statistics.median(ttft_ms), 2), ttft_added_ms_max=round(max(ttft_ms), 2),
+               ttft_to_source_ms_p50=round(statistics.median(r.to_source_s * 1000 for r in runs), 2),
                events_per_token=round(sum(r.chunks for r in runs) / sum(r.tokens for r in runs), 3),
                api_cpu_percent=round(cpu["api"], 1), redis_cpu_percent=round(cpu["redis"], 1),
                worker_cpu_percent=round(cpu["worker-chat"], 1), text_exact=all(r.exact for r in runs),
@@ -242,12 +245,12 @@ def plot(rows: list[Row], path: Path) -> None:
 
 
 def table(rows: list[Row], args: argparse.Namespace, load: tuple[float, float]) -> str:
-    lines = ["| streams | events | delivered ratio | source kept rate | TTFT added p50 (max) | SSE chunks/token | API CPU | Redis CPU | worker CPU | text exact |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| streams | events | delivered ratio | source kept rate | TTFT added p50 (max) | of which before the source started | SSE chunks/token | API CPU | Redis CPU | worker CPU | text exact |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         events = f"coalesced {r.token_flush_ms:g} ms" if r.token_flush_ms else "one per token"
         lines.append(f"| {r.streams} | {events} | {r.delivered_ratio:.3f} | {r.source_kept_rate:.3f} | {r.ttft_added_ms_p50:.1f} ms "
-                     f"({r.ttft_added_ms_max:.1f}) | {r.events_per_token:.2f} | {r.api_cpu_percent:.0f}% | "
+                     f"({r.ttft_added_ms_max:.1f}) | {r.ttft_to_source_ms_p50:.1f} ms | {r.events_per_token:.2f} | {r.api_cpu_percent:.0f}% | "
                      f"{r.redis_cpu_percent:.0f}% | {r.worker_cpu_percent:.0f}% | {'yes' if r.text_exact else 'NO'} |")
     return (
         "## Concurrent streams at GPU rates (issue 17)\n\n"

@@ -5,7 +5,8 @@ One connection per call (not one per process) keeps the stores safe to use from 
 thread of the API, and WAL lets readers proceed while a writer commits.
 
 Two settings keep a write at ~0.1 ms instead of ~30 ms on a busy disk (measured for
-issue 17: four such writes stood before every answer's first token):
+issue 17, bench/bench_sqlite_writes.py: several such writes stand before an
+answer's first token):
 - `synchronous=NORMAL`, SQLite's advice for WAL: a commit no longer waits for fsync;
   the WAL is synced at checkpoints. An application crash loses nothing; a power cut or
   OS crash may lose the last commits, never the file's consistency.
