@@ -14,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from configs.scopes_schema import ScopesConfig, check_references
 from configs.traffic_schema import TrafficConfig
@@ -419,11 +420,13 @@ class Settings(StrictModel):
         """A made-up token source must never answer the owner by accident."""
         for name, model in self.models.items():
             if model.backend == "synthetic_rate" and not self.allow_synthetic_backends:
-                raise ValueError(
-                    f"models.{name}.backend 'synthetic_rate' emits made-up tokens for measuring the "
-                    "pipeline and is refused in normal settings. Fix: use backend 'llamacpp' or 'openai'; "
-                    "benches and tests set allow_synthetic_backends: true "
-                    "(APPLIANCE_ALLOW_SYNTHETIC_BACKENDS=true).")
+                # Raised with the model's key as location, so the error names it and its source.
+                raise ValidationError.from_exception_data("Settings", [InitErrorDetails(
+                    type=PydanticCustomError("synthetic_backend", (
+                        "backend 'synthetic_rate' emits made-up tokens for measuring the pipeline and is "
+                        "refused in normal settings. Fix: use backend 'llamacpp' or 'openai'; benches and "
+                        "tests set allow_synthetic_backends: true (APPLIANCE_ALLOW_SYNTHETIC_BACKENDS=true).")),
+                    loc=("models", name, "backend"), input=model.backend)])
         return self
 
     # Derived locations inside the data directory, so one folder holds all state.

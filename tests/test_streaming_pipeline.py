@@ -57,7 +57,8 @@ def test_synthetic_backend_is_refused_in_normal_settings() -> None:
     with pytest.raises(ConfigError) as refused:
         load_settings(environ=environ)
     message = str(refused.value)
-    assert "models.bench.backend 'synthetic_rate'" in message and "allow_synthetic_backends" in message
+    assert "'models.bench.backend' (from environment APPLIANCE_MODELS__BENCH__BACKEND)" in message
+    assert "'synthetic_rate'" in message and "allow_synthetic_backends" in message
     allowed = load_settings(environ={**environ, "APPLIANCE_ALLOW_SYNTHETIC_BACKENDS": "true"})
     assert allowed.models["bench"].backend == "synthetic_rate"
     assert load_settings(environ={}).allow_synthetic_backends is False  # the shipped configs
