@@ -233,8 +233,10 @@ def plot(rows: list[Row], path: Path) -> None:
     left.axhline(0.98, color="grey", linestyle="--", linewidth=1, label="target 0.98")
     right.axhline(25, color="grey", linestyle="--", linewidth=1, label="target 25 ms")
     left.set(xlabel="concurrent streams", ylabel="delivered / emitted tokens/s",
-             title=f"Delivery at {rows[0].rate_per_stream:g} tokens/s per stream", ylim=(0, 1.05))
-    right.set(xlabel="concurrent streams", ylabel="ms", title="Time to first token added (p50)")
+             title=f"Delivery at {rows[0].rate_per_stream:g} tokens/s per stream",
+             ylim=(0, max(1.05, *(r.delivered_ratio + 0.02 for r in rows))))
+    right.set(xlabel="concurrent streams", ylabel="ms (log scale)", title="Time to first token added (p50)",
+              yscale="log")
     for ax in (left, right):
         ax.set_xticks(sorted({r.streams for r in rows}))
         ax.grid(alpha=0.3)
