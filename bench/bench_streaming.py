@@ -261,6 +261,8 @@ def table(rows: list[Row], args: argparse.Namespace, load: tuple[float, float]) 
         "thread per stream), Redis and the API on loopback; memory recall off. CPU is % of one core "
         "(psutil on the launcher's PIDs). Targets: delivered ratio >= 0.98 up to 8 streams, TTFT added "
         "<= 25 ms.\n\n" + "\n".join(lines) + "\n\n"
+        "Without coalescing, SSE chunks/token is below 1 when the API falls behind: it merges the pieces "
+        "that queued up meanwhile (core_agent/orchestration/piece_batching.py). "
         f"Load average (1 min) before / after the run: {load[0]:.2f} / {load[1]:.2f} on a machine shared "
         "with other work. Plot: [streaming.png](streaming.png). "
         "`python -m bench.bench_streaming --json` prints one JSON object per row.\n"
