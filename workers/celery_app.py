@@ -41,12 +41,19 @@ def create_celery_app(settings: Settings) -> Celery:
         result_backend_transport_options={"visibility_timeout": settings.celery.visibility_timeout_s},
         task_time_limit=settings.celery.task_time_limit_s,
         result_expires=settings.celery.result_expires_s,
+        # The core reads every outcome from the task's event stream (workers/events.py),
+        # never from Celery's result backend: storing results there cost the worker two
+        # Redis writes per task and the sender a SUBSCRIBE per task (never unsubscribed).
+        task_ignore_result=True,
         task_track_started=True,
         result_extended=True,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        # Monitoring events (task-sent/received/started/succeeded) are one Redis PUBLISH
+        # each, on the dispatch path. Off by default; Flower (compose.yaml) switches the
+        # workers' events on at run time (its enable_events), so it still sees tasks.
+        worker_send_task_events=False,
+        task_send_sent_event=False,
     )
     return celery
 

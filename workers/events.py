@@ -11,10 +11,13 @@ import redis
 from configs.contracts.errors import BackendError
 from configs.contracts.tasks import StreamEvent, TaskResult, attempt_key, cancel_key, stream_key
 from configs.contracts.errors import ErrorInfo
+from workers.token_coalescer import TokenCoalescer
 
 STREAM_MAXLEN = 20_000
 # How often (in tokens) a generating task checks whether the owner cancelled it.
 CANCEL_CHECK_EVERY = 8
+# Text pieces arriving closer together than this share one event (workers/token_coalescer.py).
+TOKEN_FLUSH_INTERVAL_S = 0.010
 
 
 class TaskCancelled(BackendError):
@@ -23,13 +26,15 @@ class TaskCancelled(BackendError):
 
 
 class EventPublisher:
-    def __init__(self, client: redis.Redis, task_id: str, ttl_s: int) -> None:
+    def __init__(self, client: redis.Redis, task_id: str, ttl_s: int,
+                 flush_interval_s: float = TOKEN_FLUSH_INTERVAL_S) -> None:
         self.client = client
         self.task_id = task_id
         self.ttl_s = ttl_s
         self.key = stream_key(task_id)
         self.attempt = 1
         self._tokens = 0
+        self._pieces = TokenCoalescer(self._emit_piece, flush_interval_s)
 
     def start_attempt(self) -> int:
         """Count this delivery of the task; >1 means a redelivery after a lost worker."""
@@ -42,12 +47,15 @@ class EventPublisher:
         return self.attempt
 
     def token(self, text: str) -> None:
-        self._emit(StreamEvent(type="token", attempt=self.attempt, text=text), expire=False)
+        self._pieces.add("token", text)
         self.progress()
 
     def reasoning(self, text: str) -> None:
-        self._emit(StreamEvent(type="reasoning", attempt=self.attempt, text=text), expire=False)
+        self._pieces.add("reasoning", text)
         self.progress()
+
+    def _emit_piece(self, kind: str, text: str) -> None:
+        self._emit(StreamEvent(type=kind, attempt=self.attempt, text=text), expire=False)
 
     def progress(self) -> None:
         """Call while working; raises TaskCancelled once the core asked to stop."""
@@ -56,9 +64,11 @@ class EventPublisher:
             raise TaskCancelled(f"task {self.task_id} was cancelled")
 
     def done(self, result: TaskResult) -> None:
+        self._pieces.flush()
         self._emit(StreamEvent(type="done", attempt=self.attempt, result=result))
 
     def error(self, info: ErrorInfo) -> None:
+        self._pieces.flush()
         self._emit(StreamEvent(type="error", attempt=self.attempt, error=info))
 
     def _emit(self, event: StreamEvent, expire: bool = True) -> None:

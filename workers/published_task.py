@@ -75,7 +75,8 @@ def published_task(name: str, max_retries: int | None = None,
 def _run(task: Any, name: str, body: TaskBody, payload: dict[str, Any],
          known: tuple[type[Exception], ...]) -> TaskResult:
     """Run the body once, publishing the attempt, its result or its error."""
-    publisher = EventPublisher(redis_client(), task.request.id, settings().celery.result_expires_s)
+    publisher = EventPublisher(redis_client(), task.request.id, settings().celery.result_expires_s,
+                               flush_interval_s=settings().celery.token_flush_ms / 1000)
     publisher.start_attempt()
     started_at = time.time()
     try:

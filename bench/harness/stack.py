@@ -67,15 +67,17 @@ class Stack:
 
 
 @contextmanager
-def running_stack(overrides: dict[str, str], progress=lambda line: None) -> Iterator[Stack]:
+def running_stack(overrides: dict[str, str], progress=lambda line: None,
+                  only: set[str] | None = None) -> Iterator[Stack]:
     """Start a stack with these APPLIANCE_* overrides (in this process's environment too,
-    so settings loaded here match the children's), and stop it and restore afterwards."""
+    so settings loaded here match the children's), and stop it and restore afterwards.
+    `only`: start just these services (launcher names, e.g. {"redis", "worker-chat", "api"})."""
     saved = {k: os.environ.get(k) for k in overrides}
     os.environ.update(overrides)
     get_settings.cache_clear()
     settings = load_settings()
     try:
-        token = launcher.up(settings, progress=progress)
+        token = launcher.up(settings, progress=progress, only=only)
         yield Stack(settings=settings, token=token)
     finally:
         launcher.down(settings, progress=lambda line: None)

@@ -23,6 +23,7 @@ from core_agent.access.principal import Principal, ScopeDenied, authorize_chat
 from core_agent.orchestration.composer import answer_messages, failure_summary
 from core_agent.stores.conversations import ConversationStore
 from core_agent.orchestration.dispatcher import DispatchError, Dispatcher
+from core_agent.orchestration.piece_batching import take_queued
 from core_agent.orchestration.plan_runner import PlanRunner, StepContext
 from core_agent.orchestration.planner import Planner
 from core_agent.orchestration.plans import InvalidPlan, Plan
@@ -140,10 +141,12 @@ class ChatRun:
     async def pieces(self) -> AsyncIterator[str | Thought]:
         """New answer text (str) and reasoning (Thought) as they arrive; raises ChatFailed
         if the turn fails."""
+        held: list = []
         while True:
-            item = await self._pieces.get()
+            item = held.pop() if held else await self._pieces.get()
             if item is None:
                 break
+            item, held = take_queued(self._pieces, item)  # send what arrived, as one piece
             yield item
         await self.result()
 

@@ -52,7 +52,9 @@ class Dispatcher:
         """Queue a task by name; `queue` overrides the queue its name prefix routes to;
         `expires_s` drops it if no worker started it in time (nobody waits any more)."""
         task_id = task_id or uuid.uuid4().hex
-        options: dict[str, Any] = {"queue": queue} if queue else {}
+        # ignore_result: the outcome comes on the task's stream; without it Celery would
+        # SUBSCRIBE to a result channel per task (a round trip, and never unsubscribed).
+        options: dict[str, Any] = {"queue": queue, "ignore_result": True} if queue else {"ignore_result": True}
         headers = trace_headers()  # the worker's spans join this request's trace
         if headers:
             options["headers"] = headers

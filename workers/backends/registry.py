@@ -18,11 +18,13 @@ from workers.backends.embeddings import (
 )
 from workers.backends.llamacpp_chat import LlamaCppChat
 from workers.backends.openai_chat import OpenAICompatibleChat
+from workers.backends.synthetic_rate import SyntheticRateChat
 from workers.backends.vision import OpenAICompatibleVision, RapidOcrVision, VisionBackend
 
 CHAT_BACKENDS: dict[str, Callable[[str, ChatModelConfig, Settings], ChatBackend]] = {
     "llamacpp": LlamaCppChat,
     "openai": OpenAICompatibleChat,
+    "synthetic_rate": SyntheticRateChat,  # bench/test only (allow_synthetic_backends)
 }
 
 VISION_BACKENDS: dict[str, Callable[[VisionConfig], VisionBackend]] = {
