@@ -81,6 +81,21 @@ class CeleryConfig(StrictModel):
     result_expires_s: int = Field(default=86400, ge=60)
     # How long the API waits for a worker to pick up a task before answering 503.
     pickup_timeout_s: float = Field(default=60.0, gt=0)
+    # Liveness (docs/architecture.md, "Liveness and recovery"): a running task sends a
+    # heartbeat every heartbeat_s; the core takes a task whose worker is silent for
+    # heartbeat_timeout_s as lost and queues it again (at most max_takeovers times),
+    # failing it when no worker starts it within takeover_timeout_s.
+    heartbeat_s: float = Field(default=2.0, gt=0)
+    heartbeat_timeout_s: float = Field(default=10.0, gt=0)
+    takeover_timeout_s: float = Field(default=15.0, gt=0)
+    max_takeovers: int = Field(default=2, ge=0)
+
+    @model_validator(mode="after")
+    def _beats_fit_the_timeout(self) -> "CeleryConfig":
+        if self.heartbeat_timeout_s < 2 * self.heartbeat_s:
+            raise ValueError(f"celery.heartbeat_timeout_s ({self.heartbeat_timeout_s:g}) must be at least twice "
+                             f"celery.heartbeat_s ({self.heartbeat_s:g}), or one late beat reads as a dead worker")
+        return self
 
 
 class EmbeddingModelConfig(StrictModel):
