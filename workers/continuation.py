@@ -26,6 +26,7 @@ from workers.events import EventPublisher
 class SentSoFar:
     text: str = ""
     reasoning: str = ""
+    tokens: int = 0
 
 
 def sent_before(publisher: EventPublisher) -> SentSoFar:
@@ -37,7 +38,7 @@ def sent_before(publisher: EventPublisher) -> SentSoFar:
         if (entry_id.decode() if isinstance(entry_id, bytes) else entry_id) == publisher.attempt_entry:
             break
         fold.accept(StreamEvent.model_validate_json(fields[b"e"]))
-    return SentSoFar(text=fold.text, reasoning=fold.reasoning)
+    return SentSoFar(text=fold.text, reasoning=fold.reasoning, tokens=fold.tokens)
 
 
 def continued(task: ChatTask, sent: SentSoFar) -> tuple[list[ChatMessage], GenerationParams]:
@@ -55,6 +56,10 @@ def continued(task: ChatTask, sent: SentSoFar) -> tuple[list[ChatMessage], Gener
             "Send the request again.")
     # The answer had begun, so any thinking was over: continue the answer only (a
     # reasoning parser would otherwise read the continuation as thinking).
-    update = {"continue_final_message": True, "thinking": False if params.thinking else params.thinking}
+    update: dict = {"continue_final_message": True, "thinking": False if params.thinking else params.thinking}
+    if params.max_tokens:
+        # The whole answer stays within the request's max_tokens (counted in stream
+        # deltas, which backends send about one per token).
+        update["max_tokens"] = max(1, params.max_tokens - sent.tokens)
     return ([*task.messages, ChatMessage(role="assistant", content=sent.text)],
             params.model_copy(update=update))

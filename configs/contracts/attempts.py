@@ -21,6 +21,7 @@ from configs.contracts.tasks import StreamEvent
 class AttemptFold:
     def __init__(self) -> None:
         self.latest = 0
+        self.tokens = 0  # accepted token events (one per model delta: about one token each)
         self._text: list[str] = []
         self._reasoning: list[str] = []
 
@@ -31,6 +32,7 @@ class AttemptFold:
         self.latest = event.attempt
         if event.type == "token":
             self._text.append(event.text)
+            self.tokens += 1
         elif event.type == "reasoning":
             self._reasoning.append(event.text)
         return True
