@@ -126,7 +126,7 @@ class StreamOutcome:
         elif self.broken:
             how = "connection dropped"
         else:
-            how = "nothing (stream open)"
+            how = "stream still open at the reader's time limit"
         return how
 
 
