@@ -33,6 +33,14 @@ from configs.schema import CeleryConfig
 RESENDABLE_SUFFIXES = (".generate", ".step")
 
 
+# Queues whose tasks may hold the GIL for minutes, so their heartbeat thread cannot beat:
+# the rag worker's embedded Qdrant Edge builds its HNSW index in native code without
+# releasing it (measured: one optimize() of 60k points, 240 s with no beat). Their
+# silence limit stays celery.task_time_limit_s; a lost rag worker is noticed that late
+# (callers of memory tasks bound their waits with their own timeouts anyway).
+GIL_HOLDING_QUEUES = frozenset({"rag"})
+
+
 def resendable(task_name: str) -> bool:
     return task_name.endswith(RESENDABLE_SUFFIXES)
 
@@ -55,6 +63,8 @@ class LivenessWatch:
         self.phase = "pickup"          # pickup -> running <-> taken_over
         self.takeovers = 0
         self._error: ErrorInfo | None = None
+        self.silence_s = (config.task_time_limit_s if queue in GIL_HOLDING_QUEUES
+                          else config.heartbeat_timeout_s)
 
     # --- events ---------------------------------------------------------------------
 
@@ -66,7 +76,7 @@ class LivenessWatch:
             # A worker runs the task (core-run streams, like webhook jobs, never send
             # `attempt`: their wait stays bounded by its timeout only).
             self.phase = "running"
-            self._extend(self.config.heartbeat_timeout_s)
+            self._extend(self.silence_s)
         return event.type != "heartbeat"
 
     def _extend(self, seconds: float) -> None:
@@ -111,7 +121,7 @@ class LivenessWatch:
                          message=f"the {self.queue} worker did not finish within {self.timeout_s:g}s")
 
     def _lost_error(self) -> ErrorInfo:
-        beat = self.config.heartbeat_timeout_s
+        beat = self.silence_s
         if self.phase == "taken_over":
             detail = (f"it was queued again ({self.takeovers}x), but no worker started it within "
                       f"{self.config.takeover_timeout_s:g}s")
