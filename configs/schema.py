@@ -90,6 +90,21 @@ class CeleryConfig(StrictModel):
     # Streamed text pieces closer together than this share one event (at most this much
     # added delay; the first piece is never held). 0 = one event per piece.
     token_flush_ms: float = Field(default=10.0, ge=0, le=15)
+    # Liveness (docs/architecture.md, "Liveness and recovery"): a running task sends a
+    # heartbeat every heartbeat_s; the core takes a task whose worker is silent for
+    # heartbeat_timeout_s as lost and queues it again (at most max_takeovers times),
+    # failing it when no worker starts it within takeover_timeout_s.
+    heartbeat_s: float = Field(default=2.0, gt=0)
+    heartbeat_timeout_s: float = Field(default=10.0, gt=0)
+    takeover_timeout_s: float = Field(default=15.0, gt=0)
+    max_takeovers: int = Field(default=2, ge=0)
+
+    @model_validator(mode="after")
+    def _beats_fit_the_timeout(self) -> "CeleryConfig":
+        if self.heartbeat_timeout_s < 2 * self.heartbeat_s:
+            raise ValueError(f"celery.heartbeat_timeout_s ({self.heartbeat_timeout_s:g}) must be at least twice "
+                             f"celery.heartbeat_s ({self.heartbeat_s:g}), or one late beat reads as a dead worker")
+        return self
 
 
 class EmbeddingModelConfig(StrictModel):

@@ -10,6 +10,7 @@ from celery.signals import worker_process_init
 
 from configs.contracts.errors import BackendError
 from workers.backends.registry import chat_backend
+from workers.continuation import continued, sent_before
 from workers.events import EventPublisher
 from configs.contracts.tasks import ChatTask, StepTask, TaskResult, ToolCall, Usage, value_result
 from workers.published_task import published_task
@@ -37,12 +38,15 @@ def run_chat(task: ChatTask, publisher: EventPublisher) -> TaskResult:
     """Generate the answer, publishing each piece as it arrives (when streaming)."""
     started = time.perf_counter()
     backend = chat_backend(settings(), task.model)
-    parts: list[str] = []
-    thoughts: list[str] = []
+    # A redelivered attempt continues the text already streamed (workers/continuation.py).
+    sent = sent_before(publisher) if task.stream else None
+    messages, params = continued(task, sent) if sent else (task.messages, task.params)
+    parts: list[str] = [sent.text] if sent and sent.text else []
+    thoughts: list[str] = [sent.reasoning] if sent and sent.text and sent.reasoning else []
     finish, usage = "stop", Usage()
     tool_calls: list[ToolCall] = []
     logprobs: list[dict[str, Any]] | None = [] if task.params.logprobs else None
-    for delta in backend.stream(task.messages, task.params):
+    for delta in backend.stream(messages, params):
         if delta.reasoning:
             thoughts.append(delta.reasoning)
             if task.stream:

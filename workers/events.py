@@ -33,8 +33,10 @@ class EventPublisher:
         self.ttl_s = ttl_s
         self.key = stream_key(task_id)
         self.attempt = 1
+        self.attempt_entry = "0-0"   # stream id of this attempt's `attempt` event
         self._tokens = 0
         self._pieces = TokenCoalescer(self._emit_piece, flush_interval_s)
+        self._stop_reason: str | None = None  # set by the heartbeat thread (workers/heartbeat.py)
 
     def start_attempt(self) -> int:
         """Count this delivery of the task; >1 means a redelivery after a lost worker."""
@@ -43,7 +45,7 @@ class EventPublisher:
         pipe.incr(akey)
         pipe.expire(akey, self.ttl_s)
         self.attempt = int(pipe.execute()[0])
-        self._emit(StreamEvent(type="attempt", attempt=self.attempt))
+        self.attempt_entry = self._emit(StreamEvent(type="attempt", attempt=self.attempt))
         return self.attempt
 
     def token(self, text: str) -> None:
@@ -54,14 +56,23 @@ class EventPublisher:
         self._pieces.add("reasoning", text)
         self.progress()
 
-    def _emit_piece(self, kind: str, text: str) -> None:
-        self._emit(StreamEvent(type=kind, attempt=self.attempt, text=text), expire=False)
+    def _emit_piece(self, kind: str, text: str, pieces: int) -> None:
+        self._emit(StreamEvent(type=kind, attempt=self.attempt, text=text, pieces=pieces), expire=False)
 
     def progress(self) -> None:
         """Call while working; raises TaskCancelled once the core asked to stop."""
         self._tokens += 1
+        if self._stop_reason is not None:
+            raise TaskCancelled(self._stop_reason)
         if self._tokens % CANCEL_CHECK_EVERY == 0 and self.client.exists(cancel_key(self.task_id)):
             raise TaskCancelled(f"task {self.task_id} was cancelled")
+
+    def heartbeat(self) -> None:
+        self._emit(StreamEvent(type="heartbeat", attempt=self.attempt), expire=False)
+
+    def stop(self, reason: str) -> None:
+        """Ask the body to stop at its next progress() (from another thread)."""
+        self._stop_reason = reason
 
     def done(self, result: TaskResult) -> None:
         self._pieces.flush()
@@ -71,12 +82,14 @@ class EventPublisher:
         self._pieces.flush()
         self._emit(StreamEvent(type="error", attempt=self.attempt, error=info))
 
-    def _emit(self, event: StreamEvent, expire: bool = True) -> None:
+    def _emit(self, event: StreamEvent, expire: bool = True) -> str:
+        """Append the event; returns its stream entry id."""
         data = event.model_dump_json(exclude_defaults=True)
         if expire:
             pipe = self.client.pipeline()
             pipe.xadd(self.key, {"e": data}, maxlen=STREAM_MAXLEN, approximate=True)
             pipe.expire(self.key, self.ttl_s)
-            pipe.execute()
+            entry = pipe.execute()[0]
         else:
-            self.client.xadd(self.key, {"e": data}, maxlen=STREAM_MAXLEN, approximate=True)
+            entry = self.client.xadd(self.key, {"e": data}, maxlen=STREAM_MAXLEN, approximate=True)
+        return entry.decode() if isinstance(entry, bytes) else str(entry)

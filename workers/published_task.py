@@ -22,6 +22,7 @@ from configs.contracts.errors import BackendError, TransientBackendError
 from configs.telemetry import context_from, tracer
 from workers.celery_app import app
 from workers.events import EventPublisher
+from workers.heartbeat import Heartbeat
 from workers.metrics import record_task
 from configs.contracts.tasks import TaskResult
 from configs.contracts.errors import ErrorInfo
@@ -80,7 +81,8 @@ def _run(task: Any, name: str, body: TaskBody, payload: dict[str, Any],
     publisher.start_attempt()
     started_at = time.time()
     try:
-        result = body(payload, publisher)
+        with Heartbeat(publisher, settings().celery.heartbeat_s):  # liveness for the core
+            result = body(payload, publisher)
     except TransientBackendError as exc:
         if task.request.retries < task.max_retries:
             backoff = settings().planner.retry_backoff_s * (2 ** task.request.retries)

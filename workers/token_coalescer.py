@@ -29,7 +29,8 @@ MAX_BUFFERED_CHARS = 2048
 # The timer thread ends after this long with nothing to send; it restarts on demand.
 TIMER_IDLE_EXIT_S = 2.0
 
-Send = Callable[[str, str], None]  # (kind, text) -> publish one event
+# (kind, text, pieces) -> publish one event holding `pieces` model deltas joined
+Send = Callable[[str, str, int], None]
 
 
 class TokenCoalescer:
@@ -65,10 +66,10 @@ class TokenCoalescer:
     def _flush_locked(self) -> None:
         if not self._parts:
             return
-        text = "".join(self._parts)
+        text, pieces = "".join(self._parts), len(self._parts)
         self._parts, self._chars = [], 0
         # Sent under the lock: the timer and the generating thread never reorder events.
-        self._send(self._kind, text)
+        self._send(self._kind, text, pieces)
         self._last_send = time.monotonic()
 
     def _ensure_timer(self) -> None:

@@ -88,7 +88,6 @@ class GenerationParams(BaseModel):
     temperature: float | None = None
     top_p: float | None = None
     stop: list[str] | None = None
-    # The core always sets a seed, so a redelivered task regenerates the same text.
     seed: int | None = None
     # OpenAI-style response_format, e.g. {"type": "json_schema", "json_schema": {...}}
     response_format: dict[str, Any] | None = None
@@ -107,6 +106,10 @@ class GenerationParams(BaseModel):
     logit_bias: dict[str, float] | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
+    # The last message is an assistant message whose text the answer continues (a
+    # redelivered generation resuming from the text the client already has:
+    # workers/continuation.py). vLLM: continue_final_message; llama.cpp: prompt cut.
+    continue_final_message: bool | None = None
 
 
 class ChatTask(BaseModel):
@@ -190,8 +193,13 @@ class StepTask(BaseModel):
 
 class StreamEvent(BaseModel):
     # "reasoning": a piece of the model's thinking (text), sent before the answer's tokens.
-    type: Literal["attempt", "token", "reasoning", "done", "error"]
+    # "heartbeat": the attempt's worker is alive (workers/heartbeat.py); the core's
+    # reader uses it for liveness and does not pass it on.
+    type: Literal["attempt", "token", "reasoning", "done", "error", "heartbeat"]
     attempt: int = 1
     text: str = ""
+    # How many model deltas (about one token each) a token/reasoning event joins: the
+    # worker coalesces pieces (workers/token_coalescer.py); a continuation counts them.
+    pieces: int = 1
     result: TaskResult | None = None
     error: ErrorInfo | None = None

@@ -32,6 +32,7 @@ from core_agent.orchestration.chat_service import ChatService
 from core_agent.stores.conversations import ConversationStore
 from core_agent.orchestration.dispatcher import Dispatcher
 from core_agent.orchestration.memory_client import MemoryClient
+from core_agent.orchestration.task_recovery import TaskRecovery
 from core_agent.stores.task_store import TaskStore
 from core_agent.stores.owner_token import ensure_owner_token
 from workers.celery_app import create_celery_app
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         log.info("API ready on %s (profile %s, data %s)", settings.api_url, settings.profile, settings.data_dir)
         state.memory.ensure_drainer()  # index turns stored while the API was down
+        await TaskRecovery(state.chat).start()  # tasks a killed API process left running
         yield
         await state.memory.stop()
         await state.redis.aclose()

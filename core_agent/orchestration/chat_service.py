@@ -251,7 +251,8 @@ class ChatService:
         params.temperature = profile.temperature if params.temperature is None else params.temperature
         params.thinking = profile.thinking if params.thinking is None else params.thinking
         if params.seed is None:
-            # A fixed seed per task lets a redelivered task regenerate the same text.
+            # A seed per task (recorded with the request); a redelivered answer continues
+            # the sent text instead of regenerating it (workers/continuation.py).
             params.seed = random.randrange(2**31)
         return params
 
@@ -318,10 +319,13 @@ class ChatService:
                                     meta={"images": len(turn.attachments)} if turn.attachments else None)
         run = ChatRun(task_id=task_id, conversation_id=cid, model=turn.model)
         run._outcome = asyncio.get_running_loop().create_future()
-        job = asyncio.create_task(self._turn(run, turn, question, prompt))
+        self.track(task_id, asyncio.create_task(self._turn(run, turn, question, prompt)))
+        return run
+
+    def track(self, task_id: str, job: asyncio.Task) -> None:
+        """Make a running task cancellable by id (DELETE /tasks/{id}) while `job` runs."""
         self._turns[task_id] = job
         job.add_done_callback(lambda _: self._turns.pop(task_id, None))
-        return run
 
     async def cancel(self, task_id: str) -> bool:
         """Cancel a running turn: revoke its pending steps. False if it is not running."""
@@ -445,27 +449,20 @@ class ChatService:
                 log.exception("could not record the end of task %s", run.task_id)
 
     async def _follow(self, run: ChatRun, answer_id: str, queue: str = CHAT_QUEUE) -> TaskResult:
-        """Forward the answer's text once, across redeliveries, and return its result."""
-        forwarded = 0      # characters already handed to the client
-        current = ""       # text of the attempt now running
+        """Forward the answer's text once, across redeliveries, and return its result.
+
+        The dispatcher passes on only events of the newest attempt, and a redelivered
+        attempt continues from the text already sent (workers/continuation.py), so every
+        token is new text and the result's text is exactly what the client received."""
         attempt = 1
-        thought, thought_sent = "", 0  # the same, for the reasoning
         async for event in self.dispatcher.events(answer_id, queue):
             if event.attempt > attempt:
-                # The worker died and the task was redelivered: the new attempt
-                # regenerates (same seed) and only text beyond what was sent goes out.
-                log.warning("task %s redelivered (attempt %d)", answer_id, event.attempt)
-                attempt, current, thought = event.attempt, "", ""
-            if event.type == "reasoning":
-                thought += event.text
-                if len(thought) > thought_sent:
-                    run._pieces.put_nowait(Thought(thought[thought_sent:]))
-                    thought_sent = len(thought)
-            elif event.type == "token":
-                current += event.text
-                if len(current) > forwarded:
-                    run._pieces.put_nowait(current[forwarded:])
-                    forwarded = len(current)
+                log.warning("task %s redelivered (attempt %d): continuing the answer", answer_id, event.attempt)
+                attempt = event.attempt
+            if event.type == "reasoning" and event.text:
+                run._pieces.put_nowait(Thought(event.text))
+            elif event.type == "token" and event.text:
+                run._pieces.put_nowait(event.text)
             elif event.type == "done" and event.result is not None:
                 return event.result
             elif event.type == "error" and event.error is not None:

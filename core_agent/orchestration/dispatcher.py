@@ -12,8 +12,9 @@ whichever queue ran it.
 from __future__ import annotations
 
 import asyncio
-import time
+import logging
 import uuid
+from collections import OrderedDict
 from typing import Any, AsyncIterator
 
 import redis.asyncio as aioredis
@@ -22,11 +23,17 @@ from celery import Celery
 from configs.schema import Settings
 from configs.telemetry import trace_headers
 from core_agent.observability import metrics
+from core_agent.orchestration.liveness import LivenessWatch, Verdict, resendable
 from configs.contracts.tasks import StreamEvent, TaskResult, cancel_key, stream_key
 from configs.contracts.errors import ErrorInfo
 
 
 READ_BLOCK_S = 2.0
+# Tasks this process sent and may queue again when their worker is lost (liveness.py);
+# bounded, oldest forgotten first (a forgotten task is failed instead of resent).
+SENT_KEPT = 2048
+
+log = logging.getLogger("appliance.dispatch")
 
 
 class DispatchError(Exception):
@@ -46,6 +53,7 @@ class Dispatcher:
         self.settings = settings
         self.celery = celery
         self.redis = redis
+        self._sent: OrderedDict[str, tuple[str, dict[str, Any], dict[str, Any]]] = OrderedDict()
 
     async def submit(self, task_name: str, payload: dict[str, Any], task_id: str | None = None,
                      queue: str | None = None, expires_s: float | None = None) -> str:
@@ -60,6 +68,10 @@ class Dispatcher:
             options["headers"] = headers
         if expires_s is not None:
             options["expires"] = expires_s
+        if resendable(task_name):
+            self._sent[task_id] = (task_name, payload, {k: v for k, v in options.items() if k != "expires"})
+            while len(self._sent) > SENT_KEPT:
+                self._sent.popitem(last=False)
         # kombu's publish is a blocking socket write; keep it off the event loop.
         await asyncio.to_thread(self.celery.send_task, task_name, args=[payload], task_id=task_id, **options)
         return task_id
@@ -88,54 +100,61 @@ class Dispatcher:
         """Yield the task's events until 'done' or 'error' of its latest attempt.
 
         Without `timeout_s` a task must be picked up within celery.pickup_timeout_s and
-        may then run as long as it keeps speaking (silence limit task_time_limit_s);
-        with it, the whole wait ends after `timeout_s`."""
+        may then run as long as its worker sends heartbeats; with it, the whole wait
+        ends after `timeout_s`. A worker that goes silent is handled by LivenessWatch
+        (the task queued again, or failed with `worker_lost`). Heartbeats and events of
+        superseded attempts are not passed on."""
         key = stream_key(task_id)
         last_id = "0-0"
-        started = False
-        limit = timeout_s if timeout_s is not None else self.settings.celery.pickup_timeout_s
-        deadline = time.monotonic() + limit
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                info = self._timeout_info(queue, started, timeout_s)
-                metrics.task_failed(queue, info)
-                raise DispatchError(info)
-            # Short blocking reads: a Redis client's socket timeout must never cut a
-            # long wait, and the deadline is checked between reads.
-            block_ms = max(1, int(min(remaining, READ_BLOCK_S) * 1000))
-            reply = await self.redis.xread({key: last_id}, block=block_ms, count=256)
-            if not reply:
-                continue
-            for entry_id, fields in reply[0][1]:
-                last_id = entry_id
-                started = True
-                event = StreamEvent.model_validate_json(fields[b"e"])
-                if event.type == "done" and event.result is not None:
-                    metrics.task_succeeded(queue, event.result)
-                elif event.type == "error" and event.error is not None:
-                    metrics.task_failed(queue, event.error)
-                yield event
-                if event.type in ("done", "error"):
-                    return
-            if timeout_s is None:
-                # Once the worker speaks, silence is measured from its last event.
-                deadline = time.monotonic() + self.settings.celery.task_time_limit_s
+        watch = LivenessWatch(self.settings.celery, queue, timeout_s)
+        try:
+            while True:
+                verdict = watch.verdict(can_resend=task_id in self._sent)
+                if verdict is Verdict.TAKE_OVER:
+                    await self._resend(task_id, queue)
+                    watch.taken_over()
+                elif verdict is Verdict.FAIL:
+                    await self._abandon(task_id, watch)
+                    metrics.task_failed(queue, watch.error())
+                    raise DispatchError(watch.error())
+                # Short blocking reads: a Redis client's socket timeout must never cut a
+                # long wait, and the deadline is checked between reads.
+                block_ms = max(1, int(min(max(watch.remaining(), 0.001), READ_BLOCK_S) * 1000))
+                reply = await self.redis.xread({key: last_id}, block=block_ms, count=256)
+                if not reply:
+                    continue
+                for entry_id, fields in reply[0][1]:
+                    last_id = entry_id
+                    event = StreamEvent.model_validate_json(fields[b"e"])
+                    if not watch.seen(event):
+                        continue
+                    if event.type == "done" and event.result is not None:
+                        metrics.task_succeeded(queue, event.result)
+                    elif event.type == "error" and event.error is not None:
+                        metrics.task_failed(queue, event.error)
+                    yield event
+                    if event.type in ("done", "error"):
+                        if watch.takeovers:
+                            await self.revoke(task_id)  # a copy still queued must not run again
+                        return
+        finally:
+            self._sent.pop(task_id, None)
 
-    def _timeout_info(self, queue: str, started: bool, timeout_s: float | None = None) -> ErrorInfo:
-        if not started:
-            limit = timeout_s if timeout_s is not None else self.settings.celery.pickup_timeout_s
-            return ErrorInfo(
-                code="no_worker", status=503,
-                message=(f"no worker picked up the task on queue '{queue}' within "
-                         f"{limit:g}s. Fix: start the workers "
-                         f"(`appliance up`, or `appliance status` to see what runs)."))
-        if timeout_s is not None:
-            return ErrorInfo(code="task_slow", status=504,
-                             message=f"the {queue} worker did not finish within {timeout_s:g}s")
-        return ErrorInfo(code="worker_silent", status=504,
-                         message=f"the worker on queue '{queue}' went silent for "
-                                 f"{self.settings.celery.task_time_limit_s}s; the task was abandoned.")
+    async def _resend(self, task_id: str, queue: str) -> None:
+        """Queue a task whose worker went silent again, under the same id: the next
+        delivery is a new attempt (and continues the text already sent)."""
+        name, payload, options = self._sent[task_id]
+        log.warning("task %s: the %s worker went silent; queueing it again", task_id, queue)
+        await asyncio.to_thread(self.celery.send_task, name, args=[payload], task_id=task_id, **options)
+
+    async def _abandon(self, task_id: str, watch: LivenessWatch) -> None:
+        """A task given up as lost must not run later (a restarted worker, or the broker
+        handing the unacknowledged message out again after its visibility timeout)."""
+        if watch.phase != "pickup":
+            try:
+                await self.revoke(task_id)
+            except Exception:  # the error the caller gets matters more
+                log.exception("could not revoke abandoned task %s", task_id)
 
     async def announce(self, task_id: str, event: StreamEvent) -> None:
         """Append an event to a task's stream from the core itself, for work the core runs

@@ -168,6 +168,16 @@ class TaskStore(SqliteFile):
                                 "WHERE id = ?", (status, error, json.dumps(sources or []), time.time(), task_id))
         await self._event(task_id, {"type": "task", "status": status, "error": error})
 
+    def running_ids(self) -> list[str]:
+        """Tasks recorded as running (after a restart: left behind by the previous process)."""
+        with self._connect() as db:
+            return [r["id"] for r in db.execute("SELECT id FROM tasks WHERE status = 'running'").fetchall()]
+
+    def fail_open_steps(self, task_id: str, error: str) -> None:
+        """Steps that never ended (their runner is gone) are marked failed."""
+        self._write("UPDATE steps SET state = 'failed', error = ?, finished_at = ? WHERE task_id = ? "
+                    "AND state IN ('pending', 'running')", (error, time.time(), task_id))
+
     def log_route(self, task_id: str, step_id: str, worker: str, model: str | None, adapter: str | None,
                   prompt_tokens: int, completion_tokens: int, latency_s: float, outcome: str) -> None:
         with self._connect() as db:

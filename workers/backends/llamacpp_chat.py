@@ -15,6 +15,7 @@ from configs.model_files import resolve_gguf_path
 from configs.schema import ChatModelConfig, Settings
 from workers.backends.think_split import ThinkSplitter
 from workers.backends.base import ChatDelta
+from workers.backends.llamacpp_continue import continue_chunks
 from workers.backends.llamacpp_logprobs import LogitBias, LogprobRecorder
 from workers.backends.llamacpp_tools import ToolRequest, grammar_text, looks_like_call, parse_calls, render_messages
 from configs.contracts.errors import BadGenerationRequest, ModelUnavailable
@@ -146,10 +147,11 @@ class LlamaCppChat:
             adapters = self.adapters if params.adapter else self._adapters
             serving = adapters.serving(params.adapter) if adapters is not None else nullcontext()
             with serving:
-                yield from self._generate(llm, payload, kwargs, tools, recorder)
+                yield from self._generate(llm, payload, kwargs, tools, recorder,
+                                          continuing=bool(params.continue_final_message))
 
     def _generate(self, llm: Any, payload: list[dict], kwargs: dict[str, Any], tools: ToolRequest | None = None,
-                  recorder: LogprobRecorder | None = None) -> Iterator[ChatDelta]:
+                  recorder: LogprobRecorder | None = None, continuing: bool = False) -> Iterator[ChatDelta]:
         """Run one generation on the (already locked, adapter-set) context.
 
         With tools, text is held back while it may be a tool call: always for
@@ -158,7 +160,8 @@ class LlamaCppChat:
         holding = tools is not None
         decided = tools is None or tools.mode == "required"
         try:
-            chunks = llm.create_chat_completion(messages=payload, stream=True, **kwargs)
+            chunks = (continue_chunks(llm, payload, kwargs) if continuing
+                      else llm.create_chat_completion(messages=payload, stream=True, **kwargs))
             text_parts: list[str] = []
             finish = "stop"
             split = ThinkSplitter()  # a model that thinks inline: <think>...</think>

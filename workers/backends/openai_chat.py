@@ -98,9 +98,15 @@ class OpenAICompatibleChat:
             kwargs["seed"] = params.seed
         if params.response_format:
             kwargs["response_format"] = params.response_format
+        extra: dict[str, Any] = {}
         if params.thinking is not None:
             # vLLM passes this to the chat template (Qwen3's enable_thinking switch).
-            kwargs["extra_body"] = {"chat_template_kwargs": {"enable_thinking": params.thinking}}
+            extra["chat_template_kwargs"] = {"enable_thinking": params.thinking}
+        if params.continue_final_message:
+            # A redelivered answer continues the text already sent (workers/continuation.py).
+            extra.update(continue_final_message=True, add_generation_prompt=False)
+        if extra:
+            kwargs["extra_body"] = extra
         # Passed through as OpenAI defines them: vLLM serves tools with its tool-call
         # parser ("auto", needs --enable-auto-tool-choice) or structured outputs
         # ("required" and a named function), and has penalties, logit_bias and logprobs.
