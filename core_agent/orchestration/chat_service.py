@@ -26,6 +26,7 @@ from core_agent.orchestration.dispatcher import DispatchError, Dispatcher
 from core_agent.orchestration.plan_runner import PlanRunner, StepContext
 from core_agent.orchestration.planner import Planner
 from core_agent.orchestration.plans import InvalidPlan, Plan
+from core_agent.orchestration.prompt_layout import with_recalled
 from core_agent.orchestration.router import ROUTE_PROMPT, ROUTE_SCHEMA, Mode, Router
 from core_agent.orchestration import traffic
 from configs.traffic_schema import MemoryMode
@@ -395,7 +396,7 @@ class ChatService:
                 recalled = await self.memory.retrieve_context(question, run.conversation_id,
                                                               scope=turn.who.memory_filter())
                 run.sources = [s.model_dump() for s in recalled.sources]
-                messages = list(recalled.messages) + messages
+                messages = with_recalled(messages, recalled.messages, self.settings.memory.recall_position)
             task = ChatTask(model=turn.model, messages=messages, params=self._params(turn), stream=True)
             with tracer().start_as_current_span("answer"):
                 await self.dispatcher.submit("chat.generate", task.model_dump(), task_id=answer_id,
