@@ -7,11 +7,13 @@ aggregate tokens/s = completion tokens of all requests / wall time of the batch.
 appliance path is the owner's: OpenAI API -> chat queue -> Celery worker (concurrency
 8) -> vLLM, in `mode: direct` (no router call) with memory on.
 
-Run: .venv/bin/python -m bench.bench_concurrency [--memory-off]   (~10 min on 2 cores)
+Run: .venv/bin/python -m bench.bench_concurrency [--memory-off] [--before-torch-threads 2]
+(~10 min on 2 cores, twice that with the before/after comparison)
 """
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -52,39 +54,58 @@ def aggregate(client: openai.OpenAI, model: str, n: int, extra: dict, rounds: in
     return total_tokens / total_s
 
 
-def main() -> None:
-    import sys
+def measure(server, direct: openai.OpenAI, env_extra: dict[str, str]) -> list[str]:
+    """Direct vs appliance rows at each level, the appliance started with `env_extra`."""
+    env = stack_env(Path(tempfile.mkdtemp(prefix="bench-concurrency-")))
+    env.update({"APPLIANCE_MODELS__CORE__BACKEND": "openai", "APPLIANCE_MODELS__CORE__BASE_URL": server.base_url,
+                "APPLIANCE_MODELS__CORE__SERVED_MODEL": SERVED_NAME,
+                "APPLIANCE_WORKERS__CHAT__CONCURRENCY": str(max(LEVELS)),
+                "APPLIANCE_WORKERS__CHAT__POOL": "threads"})  # I/O-bound: waits on vLLM
+    env.update(env_extra)
+    rows = ["| concurrent requests | direct to vLLM (tokens/s) | through the appliance (tokens/s) | ratio |",
+            "|---|---|---|---|"]
+    with running_stack(env, progress=print) as stack:
+        appliance = stack.openai()
+        one(direct, SERVED_NAME, "warm up", {})
+        one(appliance, "core", "warm up", {"mode": "direct"})
+        for n in LEVELS:
+            d = aggregate(direct, SERVED_NAME, n, {})
+            a = aggregate(appliance, "core", n, {"mode": "direct"})
+            rows.append(f"| {n} | {d:.1f} | {a:.1f} | {a / d:.2f} |")
+            print(rows[-1], flush=True)
+    return rows
 
-    # --memory-off: without the memory recall (an embedding of every question on the
-    # embed queue) in front of each answer, i.e. the dispatch path alone.
-    memory_off = "--memory-off" in sys.argv[1:]
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # --memory-off: without the memory recall (an embedding of every question in the rag
+    # worker) in front of each answer, i.e. the dispatch path alone.
+    parser.add_argument("--memory-off", action="store_true", help="answer without memory recall")
+    parser.add_argument("--before-torch-threads", type=int, default=None, metavar="N",
+                        help="first measure the appliance with embeddings.torch_threads=N (the setting "
+                             "before issue 12's fix was torch's default, one per core), then with the default")
+    args = parser.parse_args()
+    variants: list[tuple[str, dict[str, str]]] = []
+    if args.before_torch_threads:
+        variants.append((f"before: embeddings.torch_threads={args.before_torch_threads} (torch's default here)",
+                         {"APPLIANCE_EMBEDDINGS__TORCH_THREADS": str(args.before_torch_threads)}))
+    variants.append(("after: the default embeddings.torch_threads=1" if variants else "", {}))
+    if args.memory_off:
+        variants = [("", {"APPLIANCE_MEMORY__ENABLED": "false"})]
+    tables = []
     with running_vllm(progress=print, enforce_eager=False) as server:
         direct = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=600)
-        env = stack_env(Path(tempfile.mkdtemp(prefix="bench-concurrency-")))
-        env.update({"APPLIANCE_MODELS__CORE__BACKEND": "openai", "APPLIANCE_MODELS__CORE__BASE_URL": server.base_url,
-                    "APPLIANCE_MODELS__CORE__SERVED_MODEL": SERVED_NAME,
-                    "APPLIANCE_WORKERS__CHAT__CONCURRENCY": str(max(LEVELS)),
-                    "APPLIANCE_WORKERS__CHAT__POOL": "threads"})  # I/O-bound: waits on vLLM
-        if memory_off:
-            env["APPLIANCE_MEMORY__ENABLED"] = "false"
-        with running_stack(env, progress=print) as stack:
-            appliance = stack.openai()
-            one(direct, SERVED_NAME, "warm up", {})
-            one(appliance, "core", "warm up", {"mode": "direct"})
-            rows = ["| concurrent requests | direct to vLLM (tokens/s) | through the appliance (tokens/s) | ratio |",
-                    "|---|---|---|---|"]
-            for n in LEVELS:
-                d = aggregate(direct, SERVED_NAME, n, {})
-                a = aggregate(appliance, "core", n, {"mode": "direct"})
-                rows.append(f"| {n} | {d:.1f} | {a:.1f} | {a / d:.2f} |")
-                print(rows[-1], flush=True)
-    title = "memory recall off" if memory_off else "memory recall on (the default)"
+        for label, extra in variants:
+            rows = measure(server, direct, extra)
+            tables.append((f"{label}:\n\n" if label else "") + "\n".join(rows))
+    title = "memory recall off" if args.memory_off else "memory recall on (the default)"
     markdown = (f"## Concurrency: appliance vs direct vLLM, {title} (issue 12)\n\n"
                 f"Tiny SmolLM2-135M on vLLM's CPU build, {MAX_TOKENS} max tokens, temperature 0, streaming; "
-                "aggregate completion tokens/s over 2 rounds per level. Target: ratio >= 0.9 at 8.\n\n"
-                + "\n".join(rows))
+                "aggregate completion tokens/s over 2 rounds per level; each table measures direct and "
+                "appliance at each level back to back. Target: ratio >= 0.9 at 8.\n\n"
+                + "\n\n".join(tables))
     print(markdown)
-    write_section("concurrency-memory-off" if memory_off else "concurrency", markdown)
+    write_section("concurrency-memory-off" if args.memory_off else "concurrency", markdown)
 
 
 if __name__ == "__main__":

@@ -372,7 +372,8 @@ class Settings(StrictModel):
     manage_redis: bool = True
 
     # How many stored turns are prepended when a client continues a conversation
-    # by id and sends only its new message.
+    # by id and sends only its new message: at least this many messages; the window's
+    # start moves in steps of half of it, so turns share their prompt prefix (prompt_layout.py).
     history_messages: int = Field(default=20, ge=0, le=1000)
 
     default_model: str = "core"

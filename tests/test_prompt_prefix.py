@@ -22,7 +22,7 @@ from configs.schema import QUEUE_NAMES
 from core_agent.orchestration.composer import answer_messages
 from core_agent.orchestration.plan_runner import StepOutcome
 from core_agent.orchestration.plans import Plan, PlanStep
-from core_agent.orchestration.prompt_layout import with_recalled
+from core_agent.orchestration.prompt_layout import history_window, with_recalled
 from tests.conftest import Stack, running_stack, stack_env
 from tests.support.vllm_server import SERVED_NAME, VllmServer, vllm_server  # noqa: F401  (fixture)
 
@@ -148,3 +148,18 @@ def test_a_planned_answer_starts_with_the_same_system_prompt_and_history_as_a_di
     composed = answer_messages(prompt, "q2", Plan(steps=[step]), outcomes)
     assert composed[:3] == prompt[:3]
     assert composed[-1].role == "user" and composed[-1].text().startswith("q2") and "found" in composed[-1].text()
+
+
+def test_a_long_conversations_history_window_moves_in_steps_and_keeps_the_newest_messages() -> None:
+    keep = 20
+    starts = []
+    for stored in range(0, 80, 2):            # two messages per turn
+        conversation = list(range(stored))
+        window = history_window(conversation, keep)
+        assert window == conversation[len(conversation) - len(window):]   # a suffix: the newest
+        assert len(window) >= min(keep, stored) and len(window) < keep + keep // 2
+        starts.append(window[0] if window else None)
+    moves = sum(1 for a, b in zip(starts[1:], starts[2:]) if a != b)
+    # 40 turns: the start moves once per keep // 4 = 5 turns, not every turn past the first 10.
+    assert moves <= 40 // 5, starts
+    assert history_window(list(range(5)), 0) == []

@@ -26,7 +26,7 @@ from core_agent.orchestration.dispatcher import DispatchError, Dispatcher
 from core_agent.orchestration.plan_runner import PlanRunner, StepContext
 from core_agent.orchestration.planner import Planner
 from core_agent.orchestration.plans import InvalidPlan, Plan
-from core_agent.orchestration.prompt_layout import with_recalled
+from core_agent.orchestration.prompt_layout import history_window, with_recalled
 from core_agent.orchestration.router import ROUTE_PROMPT, ROUTE_SCHEMA, Mode, Router
 from core_agent.orchestration import traffic
 from configs.traffic_schema import MemoryMode
@@ -227,9 +227,9 @@ class ChatService:
             return turn.messages
         if not turn.who.may_read(turn.who.namespace):
             return turn.messages  # its scope reads no threads, not even its own
-        stored = self.store.messages(cid, limit=self.settings.history_messages)
+        stored = [m for m in self.store.messages(cid) if m.role in ("user", "assistant")]
         history = [ChatMessage(role=m.role, content=m.content)  # type: ignore[arg-type]
-                   for m in stored if m.role in ("user", "assistant")]
+                   for m in history_window(stored, self.settings.history_messages)]
         system = [m for m in turn.messages if m.role == "system"]
         rest = [m for m in turn.messages if m.role != "system"]
         return system + history + rest

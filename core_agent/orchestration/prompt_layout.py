@@ -21,17 +21,21 @@ the loop and the loop's prefix is reused too. Chat templates must accept a syste
 message after the first turn (ChatML/Qwen3 and Llama 3 do; a template that insists on
 strict user/assistant alternation would refuse it).
 
+The stored history a prompt carries is a window whose start moves in steps
+(`history_window`), not one turn at a time, for the same reason.
+
 `recall_position: first` (configs/schema.py MemoryConfig) keeps the old layout only so
 bench/bench_prefix_cache.py can measure the difference in one run.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Literal, Sequence, TypeVar
 
 from configs.contracts.tasks import ChatMessage
 
 RecallPosition = Literal["before_question", "first"]
+T = TypeVar("T")
 
 
 def last_user_index(messages: Sequence[ChatMessage]) -> int:
@@ -51,3 +55,22 @@ def with_recalled(messages: list[ChatMessage], recalled: Sequence[ChatMessage],
         return list(recalled) + messages
     at = last_user_index(messages)
     return messages[:at] + list(recalled) + messages[at:]
+
+
+def history_window(messages: Sequence[T], keep: int) -> list[T]:
+    """The stored history a prompt carries: at least the newest `keep` messages, with a
+    start that moves in steps of keep // 2 messages instead of one turn at a time.
+
+    A window of exactly the newest `keep` messages drops the oldest exchange every turn
+    once a conversation is longer than that, so every turn's prompt starts differently
+    and the prefix cache reuses nothing but the system prompt. Here the start stays put
+    for keep // 4 turns; the prompt holds between `keep` and keep + keep // 2 - 1
+    messages. Never fewer than `keep`: memory recall leaves out the newest `keep`
+    messages because the prompt holds them (memory_client.retrieve_context)."""
+    if keep <= 0:
+        return []
+    if len(messages) <= keep:
+        return list(messages)
+    step = max(keep // 2, 1)
+    start = (len(messages) - keep) // step * step
+    return list(messages[start:])
