@@ -142,9 +142,12 @@ def seed_notes(stack: Stack) -> None:
 
 
 def ask(stack: Stack, cid: str, content: str) -> dict:
+    # The conversation id opens the system prompt, so one layout's run can never reuse
+    # blocks cached by the other's.
     body = {"model": "core", "mode": "direct", "conversation_id": cid, "max_tokens": MAX_TOKENS,
             "temperature": 0, "stream": False,
-            "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": content}]}
+            "messages": [{"role": "system", "content": f"[{cid}] {SYSTEM_PROMPT}"},
+                         {"role": "user", "content": content}]}
     with stack.http(timeout=600) as http:
         resp = http.post("/v1/chat/completions", json=body)
     resp.raise_for_status()
