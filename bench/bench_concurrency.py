@@ -39,7 +39,7 @@ from bench.harness.vllm_cpu import SERVED_NAME, running_vllm
 
 LEVELS = (1, 4, 8)
 MAX_TOKENS = 48
-ROUNDS = 3                      # per path and level, alternating
+ROUNDS = 2                      # per path and level, alternating
 QUESTIONS = ["What is the capital of France?", "Name three colors.", "How do I boil an egg?",
              "What is 2 + 2?", "Tell me about the sea.", "Why is the sky blue?", "Name a fruit.",
              "What is a cat?"]
