@@ -186,7 +186,9 @@ def main() -> None:
     reason = vllm_unavailable_reason()
     if reason:
         raise SystemExit(reason)
-    server = VllmServer(model_dir=tiny_hf_model_dir(), extra_args=("--enable-prefix-caching",), progress=print)
+    # 1 GiB of KV cache (~23k tokens of this model) holds a turn and its predecessor's blocks.
+    server = VllmServer(model_dir=tiny_hf_model_dir(), extra_args=("--enable-prefix-caching",),
+                        extra_env={"VLLM_CPU_KVCACHE_SPACE": "1"}, progress=print)
     results: dict[str, list[Turn]] = {}
     with server:
         for layout in LAYOUTS:
