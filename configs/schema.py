@@ -118,7 +118,7 @@ class EmbeddingsConfig(StrictModel):
     default_model: str = "minilm"
     # Torch threads of a worker process (rag, embed) that runs a sentence_transformers model
     # in-process (null = torch's default, one per core). 1: the embedder shares the CPU with
-    # the chat model, and two spinning torch threads made a query embedding 15-20x slower
+    # the chat model, and two spinning torch threads made a query embedding 10-20x slower
     # (docs/memory.md, "Query embedding on a shared CPU").
     torch_threads: int | None = Field(default=1, ge=1, le=256)
     models: dict[str, EmbeddingModelConfig] = Field(
