@@ -10,9 +10,6 @@ The direct requests carry the notes the appliance recalls for the same question
 (`as_the_appliance_sends_it`): sent without them, the direct path did less work
 (~20 instead of ~480 prompt tokens, and other answers), and the ratio measured the
 notes' prefill on a CPU rather than the pipeline (0.25 at 8 with the notes absent).
-The memory is filled first (the 8 questions asked once, indexed); measured requests
-use `memory: read` (recalled, not stored) so the notes stay the same for both paths.
-The two paths' rounds alternate, so the machine's changing load hits both.
 
 Run: .venv/bin/python -m bench.bench_concurrency [--memory-off] [--before-torch-threads 2]
 (~10 min on 2 cores, twice that with the before/after comparison)
@@ -39,7 +36,6 @@ from bench.harness.vllm_cpu import SERVED_NAME, running_vllm
 
 LEVELS = (1, 4, 8)
 MAX_TOKENS = 48
-ROUNDS = 2                      # per path and level, alternating
 QUESTIONS = ["What is the capital of France?", "Name three colors.", "How do I boil an egg?",
              "What is 2 + 2?", "Tell me about the sea.", "Why is the sky blue?", "Name a fruit.",
              "What is a cat?"]
@@ -56,44 +52,17 @@ def one(client: openai.OpenAI, model: str, messages: list[dict], extra: dict) ->
     return tokens
 
 
-def batch_round(client: openai.OpenAI, model: str, pool: ThreadPoolExecutor, prompts: list[list[dict]],
-                extra: dict) -> tuple[int, float]:
-    started = time.perf_counter()
-    tokens = sum(pool.map(lambda messages: one(client, model, messages, extra), prompts))
-    return tokens, time.perf_counter() - started
-
-
-def compare(direct: openai.OpenAI, appliance: openai.OpenAI, n: int, same: Callable[[str], list[dict]],
-            extra: dict, rounds: int = ROUNDS) -> tuple[float, float]:
-    """Aggregate tokens/s of both paths at `n` concurrent requests. Their rounds alternate
-    (direct, appliance, direct, ...), so a change in the machine's load hits both."""
-    totals = {"direct": [0, 0.0], "appliance": [0, 0.0]}
+def aggregate(client: openai.OpenAI, model: str, n: int, extra: dict,
+              prompt: Callable[[str], list[dict]], rounds: int = 2) -> float:
+    total_tokens, total_s = 0, 0.0
     with ThreadPoolExecutor(n) as pool:
         for r in range(rounds):
-            questions = [QUESTIONS[(i + r) % len(QUESTIONS)] for i in range(n)]
-            prompts = [same(q) for q in questions]  # before the clock starts
-            for path, (client, model, messages, body) in {
-                    "direct": (direct, SERVED_NAME, prompts, {}),
-                    "appliance": (appliance, "core", [plain(q) for q in questions], extra)}.items():
-                tokens, seconds = batch_round(client, model, pool, messages, body)
-                totals[path][0] += tokens
-                totals[path][1] += seconds
-    return totals["direct"][0] / totals["direct"][1], totals["appliance"][0] / totals["appliance"][1]
-
-
-def remember_the_questions(stack: Stack, client: openai.OpenAI, timeout_s: float = 300) -> None:
-    """Ask every question once with memory on (stored, then indexed), and wait until the
-    last one can be recalled: the measured requests then recall real notes."""
-    for question in QUESTIONS:
-        one(client, "core", plain(question), {"mode": "direct"})
-    deadline = time.monotonic() + timeout_s
-    with stack.http() as http:
-        while time.monotonic() < deadline:
-            hits = http.post("/memory/search", json={"query": QUESTIONS[-1], "k": 3}).json().get("hits", [])
-            if any(h.get("kind") == "conversation" for h in hits):
-                return
-            time.sleep(1)
-    raise RuntimeError("the bench's questions were not indexed into memory in time")
+            batch = [prompt(QUESTIONS[(i + r) % len(QUESTIONS)]) for i in range(n)]  # before the clock starts
+            started = time.perf_counter()
+            tokens = list(pool.map(lambda messages: one(client, model, messages, extra), batch))
+            total_s += time.perf_counter() - started
+            total_tokens += sum(tokens)
+    return total_tokens / total_s
 
 
 def plain(question: str) -> list[dict]:
@@ -130,18 +99,12 @@ def measure(server, direct: openai.OpenAI, env_extra: dict[str, str]) -> list[st
             "|---|---|---|---|"]
     with running_stack(env, progress=print) as stack:
         appliance = stack.openai()
-        memory_on = env.get("APPLIANCE_MEMORY__ENABLED") != "false"
+        same = plain if env.get("APPLIANCE_MEMORY__ENABLED") == "false" else as_the_appliance_sends_it(stack)
         one(direct, SERVED_NAME, plain("warm up"), {})
         one(appliance, "core", plain("warm up"), {"mode": "direct"})
-        if memory_on:
-            remember_the_questions(stack, appliance)
-        same = as_the_appliance_sends_it(stack) if memory_on else plain
-        # memory "read": every request recalls (the search stays in front of each answer)
-        # but stores nothing, so the memory, and with it each question's notes, stays the
-        # same for both paths and every round.
-        extra = {"mode": "direct", "memory": "read"} if memory_on else {"mode": "direct"}
         for n in LEVELS:
-            d, a = compare(direct, appliance, n, same, extra)
+            d = aggregate(direct, SERVED_NAME, n, {}, same)
+            a = aggregate(appliance, "core", n, {"mode": "direct"}, plain)
             rows.append(f"| {n} | {d:.1f} | {a:.1f} | {a / d:.2f} |")
             print(rows[-1], flush=True)
     return rows
@@ -172,11 +135,10 @@ def main() -> None:
     title = "memory recall off" if args.memory_off else "memory recall on (the default)"
     markdown = (f"## Concurrency: appliance vs direct vLLM, {title} (issue 12)\n\n"
                 f"Tiny SmolLM2-135M on vLLM's CPU build, {MAX_TOKENS} max tokens, temperature 0, streaming; "
-                f"aggregate completion tokens/s over {ROUNDS} rounds per path and level, the two paths' rounds "
-                "alternating. With memory on, the memory first holds the 8 questions' earlier turns; each "
-                "appliance request recalls (`memory: read`: searched, not stored) and the direct requests "
-                "carry the notes the appliance recalls for the same question (same search, same packing and "
-                "place), so both ask vLLM for the same work. Target: ratio >= 0.9 at 8.\n\n"
+                "aggregate completion tokens/s over 2 rounds per level; each table measures direct and "
+                "appliance at each level back to back. With memory on, the direct requests carry the "
+                "notes the appliance recalls for the same question (same search, same packing and place), "
+                "so both ask vLLM for the same work. Target: ratio >= 0.9 at 8.\n\n"
                 + "\n\n".join(tables))
     print(markdown)
     write_section("concurrency-memory-off" if args.memory_off else "concurrency", markdown)
