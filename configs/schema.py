@@ -140,6 +140,11 @@ class EmbeddingModelConfig(StrictModel):
 
 class EmbeddingsConfig(StrictModel):
     default_model: str = "minilm"
+    # Torch threads of a worker process (rag, embed) that runs a sentence_transformers model
+    # in-process (null = torch's default, one per core). 1: the embedder shares the CPU with
+    # the chat model, and two spinning torch threads made a query embedding 10-20x slower
+    # (docs/memory.md, "Query embedding on a shared CPU").
+    torch_threads: int | None = Field(default=1, ge=1, le=256)
     models: dict[str, EmbeddingModelConfig] = Field(
         default_factory=lambda: {"minilm": EmbeddingModelConfig()}
     )
@@ -219,6 +224,10 @@ class MemoryConfig(StrictModel):
     # Context added before each answer.
     context_budget_tokens: int = Field(default=600, ge=0)
     context_top_k: int = Field(default=6, ge=0, le=100)
+    # Where the recalled memory goes in the answer's prompt: right before the question
+    # (the prompt prefix stays stable across turns, core_agent/orchestration/prompt_layout.py),
+    # or "first", the old layout, kept only to measure the difference (bench_prefix_cache.py).
+    recall_position: Literal["before_question", "first"] = "before_question"
     # How long the core waits for a search before answering without memory.
     search_timeout_s: float = Field(default=20.0, gt=0)
     # Outbox drain: how often the core looks for turns to index, and how many per task.
@@ -387,7 +396,8 @@ class Settings(StrictModel):
     manage_redis: bool = True
 
     # How many stored turns are prepended when a client continues a conversation
-    # by id and sends only its new message.
+    # by id and sends only its new message: at least this many messages; the window's
+    # start moves in steps of half of it, so turns share their prompt prefix (prompt_layout.py).
     history_messages: int = Field(default=20, ge=0, le=1000)
 
     default_model: str = "core"

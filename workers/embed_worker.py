@@ -15,6 +15,7 @@ from typing import Any
 from configs.contracts.errors import BackendError
 from configs.contracts.memory import EMBED_TEXTS, EmbedRequest, EmbedResult
 from configs.contracts.tasks import TaskResult, Usage, value_result
+from workers.backends.embeddings import use_torch_threads
 from workers.backends.registry import embedding_backend
 from workers.events import EventPublisher
 from workers.published_task import published_task
@@ -45,6 +46,7 @@ def _preload(**_: object) -> None:
 
 
 def embed_texts(request: EmbedRequest) -> EmbedResult:
+    use_torch_threads(settings().embeddings.torch_threads)
     backend = embedding_backend(settings(), request.model)
     batch = backend.embed(request.texts)
     return EmbedResult(model=backend.model_name, dimension=len(batch.vectors[0]), vectors=batch.vectors,

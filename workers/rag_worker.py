@@ -41,6 +41,7 @@ from rag.store import StoreError
 from rag.store_edge import EdgeStore
 from configs.contracts.errors import BackendError
 from configs.contracts.tasks import TaskResult, value_result
+from workers.backends.embeddings import use_torch_threads
 from workers.backends.registry import embedding_backend
 from workers.events import EventPublisher
 from workers.published_task import published_task
@@ -67,6 +68,7 @@ def service() -> MemoryService:
     with _lock:
         if _service is None:
             s = settings()
+            use_torch_threads(s.embeddings.torch_threads)  # the query embedding is on every answer's path
             _service = MemoryService(s, embedding_backend(s, s.memory.embedding_model))
         return _service
 

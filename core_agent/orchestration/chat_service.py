@@ -27,6 +27,7 @@ from core_agent.orchestration.piece_batching import take_queued
 from core_agent.orchestration.plan_runner import PlanRunner, StepContext
 from core_agent.orchestration.planner import Planner
 from core_agent.orchestration.plans import InvalidPlan, Plan
+from core_agent.orchestration.prompt_layout import history_window, with_recalled
 from core_agent.orchestration.router import ROUTE_PROMPT, ROUTE_SCHEMA, Mode, Router
 from core_agent.orchestration import traffic
 from configs.traffic_schema import MemoryMode
@@ -229,9 +230,9 @@ class ChatService:
             return turn.messages
         if not turn.who.may_read(turn.who.namespace):
             return turn.messages  # its scope reads no threads, not even its own
-        stored = self.store.messages(cid, limit=self.settings.history_messages)
+        stored = [m for m in self.store.messages(cid) if m.role in ("user", "assistant")]
         history = [ChatMessage(role=m.role, content=m.content)  # type: ignore[arg-type]
-                   for m in stored if m.role in ("user", "assistant")]
+                   for m in history_window(stored, self.settings.history_messages)]
         system = [m for m in turn.messages if m.role == "system"]
         rest = [m for m in turn.messages if m.role != "system"]
         return system + history + rest
@@ -402,7 +403,7 @@ class ChatService:
                 recalled = await self.memory.retrieve_context(question, run.conversation_id,
                                                               scope=turn.who.memory_filter())
                 run.sources = [s.model_dump() for s in recalled.sources]
-                messages = list(recalled.messages) + messages
+                messages = with_recalled(messages, recalled.messages, self.settings.memory.recall_position)
             task = ChatTask(model=turn.model, messages=messages, params=self._params(turn), stream=True)
             with tracer().start_as_current_span("answer"):
                 await self.dispatcher.submit("chat.generate", task.model_dump(), task_id=answer_id,

@@ -27,10 +27,14 @@ def results_block(plan: Plan, outcomes: dict[str, StepOutcome]) -> str:
 
 def answer_messages(prompt: list[ChatMessage], question: str, plan: Plan,
                     outcomes: dict[str, StepOutcome]) -> list[ChatMessage]:
-    """The conversation so far, with the last user turn replaced by request + step results."""
+    """The conversation so far, with the last user turn replaced by request + step results.
+
+    The composer's instruction goes after the history, next to the results it is about:
+    the prompt then starts with the same system prompt and history as a direct answer's,
+    so a planned turn and the turns around it share their prefix (prompt_layout.py)."""
     history = prompt[:-1] if prompt and prompt[-1].role == "user" else prompt
-    return ([ChatMessage(role="system", content=COMPOSER_PROMPT)] + history +
-            [ChatMessage(role="user", content=f"{question}\n\nStep results:\n{results_block(plan, outcomes)}")])
+    return (history + [ChatMessage(role="system", content=COMPOSER_PROMPT),
+                       ChatMessage(role="user", content=f"{question}\n\nStep results:\n{results_block(plan, outcomes)}")])
 
 
 def failure_summary(outcomes: dict[str, StepOutcome]) -> str | None:

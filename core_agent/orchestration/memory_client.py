@@ -5,7 +5,7 @@ opens Qdrant or loads a model: every memory operation is a task on the `rag` que
 
     from core_agent.orchestration import memory_client as memory
     ctx = await memory.retrieve_context(state, user_text, conversation_id=cid)
-    prompt = ctx.messages + prompt        # zero or one extra system message
+    prompt = with_recalled(prompt, ctx.messages)   # zero or one system message, before the question (prompt_layout.py)
     ... answer ...
     result sources: [s.model_dump() for s in ctx.sources]
     memory.index_pending(state)           # optional nudge after storing turns

@@ -86,6 +86,24 @@ def default_model_path() -> Path | None:
     return root
 
 
+def use_torch_threads(threads: int | None) -> None:
+    """Set this process's torch intra-op threads (None: leave torch's default). Called by
+    the worker processes that run an in-process model (rag, embed), never by the library
+    code, so a process that merely imports the backend keeps its own setting.
+
+    Why 1 by default: the in-process embedder shares the cores with the chat model
+    (llama.cpp or vLLM's CPU build use every core). With torch's default of one thread
+    per core, its threads spin-wait against the model server's: measured on 2 busy
+    cores, one query embedding took 0.6-0.75 s with 2 threads and 35-45 ms with 1, and
+    that search sits in front of every answer (bench/bench_concurrency.py)."""
+    if threads is None:
+        return
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 class SentenceTransformerEmbeddings:
     """sentence-transformers in this process, offline (HF_HUB_OFFLINE=1)."""
 
