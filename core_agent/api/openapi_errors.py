@@ -27,6 +27,11 @@ ERROR_STATUSES = {
     "default": "Another error (409 conflict, 429 busy, 500 internal, 504 timeout)",
 }
 _REF = {"$ref": "#/components/schemas/ErrorResponse"}
+# Routes that answer 200 with a Server-Sent Events stream (when asked to stream, or always).
+STREAMING = {"/v1/chat/completions", "/v1/responses", "/tasks/{task_id}/events"}
+SSE = {"text/event-stream": {"schema": {
+    "type": "object", "description": "one Server-Sent Event: `data` is a JSON chunk, the last one is [DONE]",
+    "properties": {"data": {"type": "string"}, "event": {"type": "string"}}}}}
 
 
 def _with_errors(schema: dict[str, Any]) -> dict[str, Any]:
@@ -36,11 +41,13 @@ def _with_errors(schema: dict[str, Any]) -> dict[str, Any]:
     components["ErrorResponse"] = model_schema
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
-    for path in schema.get("paths", {}).values():
+    for route, path in schema.get("paths", {}).items():
         for operation in path.values():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
             responses = operation["responses"]
+            if route in STREAMING and "200" in responses:
+                responses["200"].setdefault("content", {}).update(SSE)
             responses.pop("422", None)
             for status, description in ERROR_STATUSES.items():
                 responses.setdefault(status, {"description": description,
