@@ -54,6 +54,18 @@ def _ready_within(stack, seconds: float) -> httpx.Response:
 
 
 @pytest.fixture
+def a_task_id(stack) -> str:
+    """A task whose events exist (asked before Redis goes down)."""
+    with stack.http() as client:
+        tasks = client.get("/tasks").json()
+        if tasks:
+            return tasks[0]["id"]
+        response = client.post("/v1/chat/completions", json=CHEAP_CHAT)
+        assert response.status_code == 200, response.text
+        return response.json()["task_id"]
+
+
+@pytest.fixture
 def redis_restarted(stack):
     """Stop the stack's Redis for the test; always restart it (other tests share it)."""
     _redis_down(stack)
@@ -65,7 +77,7 @@ def redis_restarted(stack):
         assert _ready_within(stack, 120).status_code == 200
 
 
-def test_every_route_that_needs_redis_answers_503_with_the_reason(stack, redis_restarted):
+def test_every_route_that_needs_redis_answers_503_with_the_reason(stack, a_task_id, redis_restarted):
     with stack.http(timeout=60) as client:
         conversations_before = len(client.get("/conversations", params={"limit": 1000}).json())
         for method, path, body in NEEDS_REDIS:
@@ -74,6 +86,8 @@ def test_every_route_that_needs_redis_answers_503_with_the_reason(stack, redis_r
             error = response.json()["error"]
             assert error["code"] == "redis_unavailable", f"{method} {path}: {error}"
             assert "Redis" in error["message"] and "appliance up" in error["message"], error
+        events = client.get(f"/tasks/{a_task_id}/events")  # its record is in the API's own files
+        assert events.status_code == 503 and events.json()["error"]["code"] == "redis_unavailable", events.text
         ready = client.get("/ready")
         assert ready.status_code == 503 and not ready.json()["checks"]["redis"]["ok"]
         # Routes that need only the API's own files keep working.
