@@ -13,6 +13,7 @@ Run: .venv/bin/python -m bench.bench_load   (~5-10 min on 2 busy cores)
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import threading
 import time
@@ -120,7 +121,8 @@ def _fmt(values: list[float], q: float) -> str:
     return f"{percentile(values, q):.1f}" if values else "-"
 
 
-def report(outcomes: list[Outcome], stored: int, health_ms: list[float], wall: float) -> str:
+def report(outcomes: list[Outcome], stored: int, health_ms: list[float], wall: float,
+           load: tuple[float, float]) -> str:
     rows = ["| requests | succeeded | p50 latency (s) | p95 latency (s) |", "|---|---|---|---|"]
     for kind, total in (("chat", CHATS), ("webhook", WEBHOOKS)):
         mine = [o for o in outcomes if o.kind == kind]
@@ -138,8 +140,11 @@ def report(outcomes: list[Outcome], stored: int, health_ms: list[float], wall: f
         f"- turns stored = turns answered: {stored} stored of {answered} answered",
         f"- /health during the load: p50 {_fmt(finite, 0.5)} ms, p99 {_fmt(finite, 0.99)} ms over "
         f"{len(health_ms)} polls ({len(health_ms) - len(finite)} failed)",
+        f"- machine load average (2 cores) before / after the run: {load[0]:.1f} / {load[1]:.1f}; "
+        "other processes on the machine share the cores",
         "- latency is queueing: one llama.cpp worker answers one request at a time, so the n-th "
-        "answer waits for the n-1 before it.",
+        "answer waits for the n-1 before it; a chat not started within celery.pickup_timeout_s "
+        "(60 s) is answered 503.",
     ]
     if failures:
         lines.append("- failures: " + "; ".join(failures[:5]))
@@ -161,9 +166,11 @@ def main() -> None:
                 f"APPLIANCE_WEBHOOKS__HOOKS__{HOOK.upper()}__SYNC_TIMEOUT_S": str(int(DEADLINE_S))})
     with running_stack(env, progress=print) as stack:
         _chat(stack.url, stack.token, 0, time.monotonic() + 300)  # warm: model loaded, pools open
+        load_before = os.getloadavg()[0]
         outcomes, health, wall = run_load(stack.url, stack.token)
+        load_after = os.getloadavg()[0]
         stored = sum(_stored(stack.url, stack.token, o) for o in outcomes if o.ok)
-    text = report(outcomes, stored, health, wall)
+    text = report(outcomes, stored, health, wall, (load_before, load_after))
     print(text)
     if not args.no_write:
         write_section("load", "## Load: concurrent chats and webhooks (bench/bench_load.py)\n\n" + text)
