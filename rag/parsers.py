@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 import yaml
 
+from rag.archive_check import ArchiveRefused, check_zip
+
 
 class ParseError(Exception):
     """This file cannot be ingested; the message says why and what to do."""
@@ -150,6 +152,10 @@ def parse_docx(data: bytes, name: str) -> ParsedDocument:
     import docx  # python-docx
     from docx.opc.exceptions import PackageNotFoundError
 
+    try:
+        check_zip(data, name)  # before anything inflates: member count and unpacked size
+    except ArchiveRefused as exc:
+        raise ParseError(str(exc)) from None
     try:
         document = docx.Document(io.BytesIO(data))
     except (PackageNotFoundError, KeyError, ValueError, OSError) as exc:

@@ -8,6 +8,7 @@ Start a worker for one queue with:
 from __future__ import annotations
 
 from celery import Celery
+from celery.backends.redis import RedisBackend
 from celery.signals import worker_init, worker_process_init
 from kombu import Queue
 
@@ -21,8 +22,22 @@ TASK_MODULES = ["workers.chat_worker", "workers.code_worker", "workers.vision_wo
                 "workers.embed_worker", "workers.rag_worker", "workers.memory_steps", "workers.noop"]
 
 
-def create_celery_app(settings: Settings) -> Celery:
-    celery = Celery("appliance", broker=settings.redis_url, backend=settings.redis_url,
+class StreamFollowerBackend(RedisBackend):
+    """The result backend of a process that sends tasks but follows them on their event
+    streams (the API's Dispatcher), never through Celery results: it does not subscribe
+    to a result channel for every task it sends. That subscription was the API's weak
+    spot on a Redis restart: after its few reconnect tries it raises "The Celery
+    application must be restarted" (RuntimeError, a 500) on every later send."""
+
+    def on_task_call(self, producer: object, task_id: str) -> None:
+        return None
+
+
+def create_celery_app(settings: Settings, follows_streams: bool = False) -> Celery:
+    """`follows_streams`: for the API (see StreamFollowerBackend); workers store results."""
+    backend = (f"{__name__}:StreamFollowerBackend+{settings.redis_url}" if follows_streams
+               else settings.redis_url)
+    celery = Celery("appliance", broker=settings.redis_url, backend=backend,
                     include=TASK_MODULES)
     celery.conf.update(
         # chat_bg: the background lane of the chat queue (configs/traffic.yaml).
@@ -48,6 +63,14 @@ def create_celery_app(settings: Settings) -> Celery:
         task_track_started=True,
         result_extended=True,
         broker_connection_retry_on_startup=True,
+        # Redis restarts (configs/redis_connect.py): the producer retries a publish a few
+        # times with a short backoff (bridges a restart, fails within ~2 s while Redis
+        # stays down, then the API answers 503); the result backend health-checks its
+        # pooled connections like every other client.
+        task_publish_retry=True,
+        task_publish_retry_policy={"max_retries": 3, "interval_start": 0.1, "interval_step": 0.3,
+                                   "interval_max": 1.0},
+        redis_backend_health_check_interval=10,
         worker_hijack_root_logger=False,
         # Monitoring events (task-sent/received/started/succeeded) are one Redis PUBLISH
         # each, on the dispatch path. Off by default; Flower (compose.yaml) switches the

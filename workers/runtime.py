@@ -13,6 +13,7 @@ from functools import lru_cache
 import redis
 
 from configs.loader import get_settings
+from configs.redis_connect import sync_client
 from configs.schema import Settings
 
 log = logging.getLogger("appliance.worker")
@@ -27,7 +28,8 @@ def settings() -> Settings:
 
 @lru_cache(maxsize=1)
 def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(settings().redis_url)
+    # Health-checked and retried: a worker keeps working across a Redis restart.
+    return sync_client(settings().redis_url)
 
 
 def models_to_preload() -> list[str]:

@@ -43,6 +43,8 @@ def decode_data_url(url: str, max_bytes: int, max_pixels: int) -> bytes:
 
 
 def check_image(raw: bytes, max_pixels: int) -> tuple[int, int]:
+    """The image's size, read from its header; the pixels are never decoded here. A
+    few-KB PNG can declare 20000x20000 pixels (1.2 GB once decoded): refused by size."""
     try:
         with Image.open(io.BytesIO(raw)) as img:
             size = img.size
@@ -50,6 +52,10 @@ def check_image(raw: bytes, max_pixels: int) -> tuple[int, int]:
                 raise ImageTooLarge(f"image has {size[0]}x{size[1]} pixels, more than {max_pixels} "
                                     f"(vision.max_pixels)")
             img.verify()
+    except Image.DecompressionBombError as exc:
+        # PIL's own guard (over twice Image.MAX_IMAGE_PIXELS) fires inside open(), before ours.
+        raise ImageTooLarge(f"image declares too many pixels ({exc}); the limit is {max_pixels} "
+                            f"(vision.max_pixels). Send a smaller image.") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise BadImage(f"the attachment is not a readable image: {exc}. Send a PNG, JPEG, WebP or GIF.") from exc
     return size

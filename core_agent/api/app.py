@@ -9,11 +9,11 @@ import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from configs.loader import get_settings
 from configs.private_files import protect_data_dir
+from configs.redis_connect import async_client
 from configs.schema import Settings
 from configs.telemetry import setup_tracing
 from core_agent.api import routes_conversations, routes_health, routes_openai, routes_tasks
@@ -25,6 +25,8 @@ from core_agent.api import routes_sandbox
 from core_agent.api import routes_responses
 from core_agent.api import routes_training
 from core_agent.api.body_limit import BodySizeLimit
+from core_agent.api.text_guard import RejectInvalidText
+from core_agent.api.openapi_errors import install_error_schema
 from core_agent.api.deps import AppState
 from core_agent.api.errors import install_error_handlers
 from core_agent.observability.metrics import HttpMetrics
@@ -43,8 +45,8 @@ log = logging.getLogger("appliance.api")
 def build_state(settings: Settings) -> AppState:
     protect_data_dir(settings.data_dir)  # before any store creates a file (docs/security.md)
     store = ConversationStore(settings.conversations_db)
-    celery = create_celery_app(settings)
-    redis = aioredis.Redis.from_url(settings.redis_url)
+    celery = create_celery_app(settings, follows_streams=True)  # survives Redis restarts
+    redis = async_client(settings.redis_url)  # health-checked, retried (configs/redis_connect.py)
     dispatcher = Dispatcher(settings, celery, redis)
     tasks = TaskStore(settings.tasks_db, redis)
     memory = MemoryClient(settings, store, celery, redis)
@@ -71,6 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="OpenAI-compatible multi-agent appliance API")
     app.state.appliance = state
     install_error_handlers(app)
+    install_error_schema(app)  # the OpenAPI schema lists the error statuses really sent
+    app.add_middleware(RejectInvalidText)  # inside the body limit: reads bounded bodies only
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(HttpMetrics)  # outermost: counts refusals of the body limit too
     app.include_router(routes_health.router)

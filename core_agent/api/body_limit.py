@@ -12,7 +12,12 @@ class BodyTooLarge(Exception):
 
 
 class BodySizeLimit:
-    """ASGI middleware: 413 when Content-Length, or the bytes actually sent, exceed the limit."""
+    """ASGI middleware: 413 when Content-Length, or the bytes actually sent, exceed the limit.
+
+    A body without Content-Length (chunked transfer-encoding) is read here first, up to
+    the limit, and answered 413 as soon as it goes over: counting while the route reads
+    it is not enough, because a route's body parser turns any error raised inside
+    `receive` into its own 400 ("error parsing the body")."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -25,6 +30,9 @@ class BodySizeLimit:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._reject(send)
+            return
+        if declared is None and scope.get("method") not in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            await self._chunked(scope, receive, send)
             return
         received = 0
         response_started = False
@@ -48,6 +56,32 @@ class BodySizeLimit:
         except BodyTooLarge:
             if not response_started:
                 await self._reject(send)
+
+    async def _chunked(self, scope: Scope, receive: Receive, send: Send) -> None:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await self._reject(send)  # memory stays bounded: the rest is never read
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     async def _reject(self, send: Send) -> None:
         body = json.dumps({"error": {

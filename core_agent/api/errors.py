@@ -9,11 +9,16 @@ from fastapi.responses import JSONResponse
 # are raised by the router as Starlette's, and must get the same envelope.
 from starlette.exceptions import HTTPException
 
+import logging
+
 from core_agent.access.principal import ScopeDenied
 from core_agent.api.openai_protocol import ErrorBody, ErrorResponse
+from configs.redis_connect import BROKER_DOWN, broker_down_info
+
+log = logging.getLogger("appliance.api")
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-          404: "not_found_error", 409: "conflict_error", 413: "request_too_large",
+          404: "not_found_error", 405: "invalid_request_error", 409: "conflict_error", 413: "request_too_large",
           415: "unsupported_media_type", 422: "invalid_request_error", 429: "rate_limit_error",
           503: "service_unavailable", 504: "timeout"}
 
@@ -59,3 +64,17 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(400, _validation_message(exc), "invalid_request")
+
+    for broker_error in BROKER_DOWN:
+        @app.exception_handler(broker_error)
+        async def _broker_down(request: Request, exc: Exception) -> JSONResponse:
+            info = broker_down_info(request.app.state.appliance.settings.redis_url, exc)
+            return error_response(info.status, info.message, info.code, headers={"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette's ServerErrorMiddleware calls this for anything unhandled: the body is
+        # still our envelope (not text/plain "Internal Server Error"); the log has the trace.
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(500, f"internal error ({exc.__class__.__name__}); the API log has the details",
+                              "internal")

@@ -59,32 +59,45 @@ async def _check_workers(state: AppState) -> Check:
     return Check(ok=not missing, detail=detail)
 
 
-def _chat_workers_busy(state: AppState) -> dict[str, int]:
-    """Chat-queue workers now running a task -> how many. Asked through Celery's control
-    channel, which the worker's main process answers even while its pool generates."""
+def _chat_worker_load(state: AppState) -> tuple[set[str], dict[str, int]]:
+    """Chat-queue workers that run nothing now, and those running tasks -> how many. Asked
+    through Celery's control channel, which a worker's main process answers even while
+    its pool generates."""
     inspect = state.celery.control.inspect(timeout=1.0)
     queues = inspect.active_queues() or {}
     active = inspect.active() or {}
     chat = {w for w, qs in queues.items() if any(q["name"] == "chat" for q in qs)}
-    return {w: len(tasks) for w, tasks in active.items() if w in chat and tasks}
+    busy = {w: len(tasks) for w, tasks in active.items() if w in chat and tasks}
+    return chat - set(busy), busy
+
+
+def _busy_check(busy: dict[str, int]) -> Check:
+    return Check(ok=True, detail={"busy": busy, "note": "the chat worker is generating; "
+                                                        "models were not re-checked"})
 
 
 async def _check_models(state: AppState) -> Check:
+    try:
+        idle, busy = await asyncio.to_thread(_chat_worker_load, state)
+    except Exception:
+        idle, busy = set(), {}
+    if busy and not idle:
+        # Every chat worker is generating: a probe would only queue behind the generation
+        # (and stay in the queue after we gave up on it). Serving is ready, not a 503.
+        return _busy_check(busy)
     try:
         # expires: a probe nobody waits for any more must not pile up behind a generation.
         answer = await state.dispatcher.call(CHECK_MODELS_TASK, {}, queue="chat",
                                              timeout_s=CHECK_MODELS_TIMEOUT_S, expires=True)
     except DispatchError as exc:
         if exc.info.code == "no_worker":
-            # A single chat worker busy with a long generation cannot take the probe, but
-            # it is serving: that is ready, not a 503.
+            # The worker became busy between the look and the probe.
             try:
-                busy = await asyncio.to_thread(_chat_workers_busy, state)
+                _idle, busy = await asyncio.to_thread(_chat_worker_load, state)
             except Exception:
                 busy = {}
             if busy:
-                return Check(ok=True, detail={"busy": busy, "note": "the chat worker is generating; "
-                                                                    "models were not re-checked"})
+                return _busy_check(busy)
         return Check(ok=False, detail=f"no chat worker answered the model check: {exc}")
     status = result_value(answer) or {}
     default = state.settings.default_model

@@ -20,6 +20,7 @@ from core_agent.api.deps import get_state, require_owner, require_principal
 from core_agent.api.errors import error_response
 from core_agent.stores.conversations import ConversationNotFound
 from core_agent.orchestration.memory_client import MemoryClient, MemoryUnavailable, memory_for
+from rag.archive_check import ArchiveRefused, check_zip
 from configs.contracts.memory import (
     RAG_INGEST,
     RAG_LIST_DOCUMENTS,
@@ -121,6 +122,16 @@ def _source_name(upload: UploadFile, given: str | None) -> str:
     return str(PurePosixPath(name))
 
 
+def _refuse_bomb(data: bytes, source: str) -> None:
+    """A zip bomb is refused here (413), before the rag worker inflates anything; a merely
+    damaged .docx goes on to the worker, which reports it in the batch like any bad file."""
+    try:
+        check_zip(data, source)
+    except ArchiveRefused as exc:
+        if exc.too_large:
+            raise
+
+
 @router.post("/documents", response_model=IngestReport, dependencies=OWNER_ONLY)
 async def upload_documents(request: Request, files: list[UploadFile] = File(...),
                            sources: list[str] | None = Form(None)) -> Any:
@@ -133,8 +144,12 @@ async def upload_documents(request: Request, files: list[UploadFile] = File(...)
     try:
         for i, upload in enumerate(files):
             data = await upload.read()
-            uploaded.append(UploadedFile(source=_source_name(upload, sources[i] if sources else None),
-                                         content_b64=base64.b64encode(data).decode()))
+            source = _source_name(upload, sources[i] if sources else None)
+            if source.lower().endswith(".docx"):
+                _refuse_bomb(data, source)
+            uploaded.append(UploadedFile(source=source, content_b64=base64.b64encode(data).decode()))
+    except ArchiveRefused as exc:
+        return error_response(413, f"nothing was ingested: {exc}", "archive_too_large")
     except ValueError as exc:
         return error_response(400, str(exc), "invalid_request")
     try:

@@ -42,6 +42,14 @@ def _run_headers(run: ChatRun) -> dict[str, str]:
     return {"X-Task-Id": run.task_id, "X-Conversation-Id": run.conversation_id}
 
 
+def _image_url(part: dict) -> str:
+    image_url = part.get("image_url")
+    if not isinstance(image_url, dict) or not isinstance(image_url.get("url"), str):
+        raise BadChatRequest('an image_url part must be {"type": "image_url", "image_url": {"url": '
+                             '"data:image/png;base64,..."}} (image_url is an object with a string url)')
+    return image_url["url"]
+
+
 def _attachments(messages: list[ChatMessage], state: AppState) -> tuple[list[ChatMessage], list[Attachment]]:
     """Split image parts off the messages (validated here, so a bad image is a 400/413
     before anything is queued); the model sees the text, the vision worker the images."""
@@ -54,12 +62,14 @@ def _attachments(messages: list[ChatMessage], state: AppState) -> tuple[list[Cha
             continue
         for part in message.content:
             if part.get("type") == "image_url":
-                url = (part.get("image_url") or {}).get("url", "")
+                url = _image_url(part)
                 try:
                     decode_data_url(url, limits.max_image_bytes, limits.max_pixels)
                 except BadImage as exc:
                     raise ChatFailed(exc.info()) from None
                 attachments.append(Attachment(data_url=url, name=f"image-{len(attachments) + 1}"))
+            elif part.get("type") == "text" and not isinstance(part.get("text"), str):
+                raise BadChatRequest('a text part must be {"type": "text", "text": "..."} with a string text')
             elif part.get("type") != "text":
                 raise BadChatRequest(f"content part type '{part.get('type')}' is not supported; use text or image_url")
         cleaned.append(message.model_copy(update={"content": message.text()}))

@@ -77,6 +77,7 @@ async def task_events(task_id: str, request: Request,
                       principal: Principal = Depends(require_principal)) -> StreamingResponse:
     state = get_state(request)
     await asyncio.to_thread(_task, state, task_id, principal)
+    await state.redis.ping()  # Redis down: a 503 now (errors.py), not a stream cut after its 200
     return StreamingResponse(_event_stream(state, task_id), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})
 

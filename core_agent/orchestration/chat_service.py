@@ -39,6 +39,7 @@ from lora_manager.settings_glue import registry as adapter_registry
 from rag.chunking import count_tokens
 from configs.contracts.tasks import Attachment, ChatMessage, ChatTask, GenerationParams, TaskResult
 from configs.contracts.errors import ErrorInfo
+from configs.redis_connect import BROKER_DOWN, broker_down_info
 
 log = logging.getLogger("appliance.chat")
 
@@ -138,6 +139,9 @@ class ChatRun:
     _pieces: asyncio.Queue = field(default_factory=asyncio.Queue)
     _outcome: asyncio.Future | None = None
     _planning: asyncio.Event = field(default_factory=asyncio.Event)
+    # The stored question, undone if the turn is refused (see ChatService._undo_refused).
+    _question_id: int | None = None
+    _new_conversation: bool = False
 
     async def pieces(self) -> AsyncIterator[str | Thought]:
         """New answer text (str) and reasoning (Thought) as they arrive; raises ChatFailed
@@ -315,10 +319,13 @@ class ChatService:
         prompt = self._capped(turn, await asyncio.to_thread(self._prompt, turn, cid,
                                                             existing and policy.reads_memory))
         task_id = uuid.uuid4().hex
+        question_id = None
         if policy.stores_turn and not (existing and tool_calls.continues_tool_calls(turn.messages)):
-            await asyncio.to_thread(self.store.append, cid, "user", question, task_id=task_id, model=turn.model,
-                                    meta={"images": len(turn.attachments)} if turn.attachments else None)
-        run = ChatRun(task_id=task_id, conversation_id=cid, model=turn.model)
+            question_id = (await asyncio.to_thread(
+                self.store.append, cid, "user", question, task_id=task_id, model=turn.model,
+                meta={"images": len(turn.attachments)} if turn.attachments else None)).id
+        run = ChatRun(task_id=task_id, conversation_id=cid, model=turn.model, _question_id=question_id,
+                      _new_conversation=policy.stores_turn and not existing)
         run._outcome = asyncio.get_running_loop().create_future()
         self.track(task_id, asyncio.create_task(self._turn(run, turn, question, prompt)))
         return run
@@ -432,10 +439,17 @@ class ChatService:
             run._outcome.set_exception(ChatFailed(ErrorInfo(code="cancelled", status=409, message=error)))
         except ChatFailed as exc:
             error = exc.info.message
+            await self._undo_refused(run, exc.info)
             run._outcome.set_exception(exc)
         except DispatchError as exc:
             error = exc.info.message
+            await self._undo_refused(run, exc.info)
             run._outcome.set_exception(ChatFailed(exc.info))
+        except BROKER_DOWN as exc:  # Redis is down: a 503 with the reason, not a 500
+            info = broker_down_info(self.settings.redis_url, exc)
+            error = info.message
+            await self._undo_refused(run, info)
+            run._outcome.set_exception(ChatFailed(info))
         except Exception as exc:  # never leave a client waiting on a broken turn
             log.exception("task %s failed", run.task_id)
             error = f"{exc.__class__.__name__}: {exc}"
@@ -448,6 +462,23 @@ class ChatService:
                 await asyncio.shield(self.tasks.finish(run.task_id, status, error=error, sources=run.sources))
             except Exception:
                 log.exception("could not record the end of task %s", run.task_id)
+
+    async def _undo_refused(self, run: ChatRun, info: ErrorInfo) -> None:
+        """A refused turn leaves nothing behind: a request the model refused (4xx, e.g.
+        longer than the context window) or one that could not be queued (Redis down)
+        takes its stored question back, and the conversation too if this turn created it.
+        Otherwise every later turn of the thread would carry the refused text along."""
+        refused = 400 <= info.status < 500 or info.code == "redis_unavailable"
+        if not refused or run._question_id is None:
+            return
+        try:
+            if run._new_conversation:
+                await asyncio.to_thread(self.store.delete, run.conversation_id)
+            else:
+                await asyncio.to_thread(self.store.delete_message, run._question_id)
+            run._question_id = None
+        except Exception:
+            log.exception("task %s: could not take back the refused question", run.task_id)
 
     async def _follow(self, run: ChatRun, answer_id: str, queue: str = CHAT_QUEUE) -> TaskResult:
         """Forward the answer's text once, across redeliveries, and return its result.

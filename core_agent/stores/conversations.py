@@ -206,6 +206,13 @@ class ConversationStore(SqliteFile):
         return StoredMessage(id=message_id, conversation_id=conversation_id, role=role, content=content,
                              created_at=now, task_id=task_id, model=model, meta=meta or {})
 
+    def delete_message(self, message_id: int) -> None:
+        """Remove one message (the question of a refused turn) and its pending memory
+        outbox row, so the refused text is neither in the thread nor indexed later."""
+        with self._connect() as db:
+            db.execute("DELETE FROM memory_outbox WHERE op = 'index_turn' AND message_id = ?", (message_id,))
+            db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+
     def messages(self, conversation_id: str, limit: int | None = None) -> list[StoredMessage]:
         """Messages oldest first; with `limit`, only the most recent ones."""
         if not self.exists(conversation_id):
