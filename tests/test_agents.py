@@ -9,12 +9,11 @@ import threading
 import time
 import uuid
 
-import redis
 from PIL import Image, ImageDraw, ImageFont
 
-from configs.contracts.tasks import stream_key
 from core_agent.orchestration.plans import Plan, PlanStep
 from tests.conftest import Stack
+from tests.support.planning import model_text, rules_broken
 
 
 def ask(stack: Stack, content, **extra) -> tuple[dict, str]:
@@ -28,55 +27,6 @@ def ask(stack: Stack, content, **extra) -> tuple[dict, str]:
 
 def overlap(a: dict, b: dict) -> bool:
     return a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"]
-
-
-def model_text(stack: Stack, celery_id: str) -> str | None:
-    """What the chat worker answered for one model call, read from that task's own event
-    stream in Redis (written by the worker, not by the planner): None if it never ran."""
-    client = redis.Redis.from_url(stack.settings.redis_url)
-    try:
-        for _entry, fields in client.xrange(stream_key(celery_id)):
-            event = json.loads(fields[b"e"])
-            if event["type"] == "done":
-                return event["result"]["text"]
-    finally:
-        client.close()
-    return None
-
-
-def rules_broken(raw: str, max_steps: int, max_depth: int) -> list[str]:
-    """The plan rules of docs/api.md, checked by hand on the model's raw text (an independent
-    reference for the planner's validator): what makes this plan unrunnable."""
-    try:
-        steps = json.loads(raw)["steps"]
-    except (ValueError, KeyError, TypeError):
-        return ["not a JSON object with steps"]
-    if not steps:
-        return ["no steps"]
-    ids = [step.get("id") for step in steps]
-    broken = [f"{len(steps)} steps > {max_steps}"] if len(steps) > max_steps else []
-    if len(set(ids)) != len(ids):
-        broken.append("duplicate ids")
-    for step in steps:
-        for dep in step.get("depends_on", []):
-            broken += [f"{step['id']} depends on itself"] if dep == step["id"] else \
-                [f"{step['id']} depends on missing {dep}"] if dep not in ids else []
-        if step.get("worker") == "vision":
-            broken.append("a vision step without an image")
-    waiting = {step["id"]: set(step.get("depends_on", [])) for step in steps}
-    done: set[str] = set()
-    depth = 0
-    while waiting:  # peel layer by layer: what cannot be peeled is a cycle
-        layer = {sid for sid, deps in waiting.items() if deps <= done}
-        if not layer:
-            broken.append("a cycle")
-            break
-        done |= layer
-        waiting = {sid: deps for sid, deps in waiting.items() if sid not in layer}
-        depth += 1
-    if depth > max_depth:
-        broken.append(f"{depth} deep > {max_depth}")
-    return broken
 
 
 def test_owner_plan_mode_always_runs_a_plan_on_the_queues(stack: Stack) -> None:
@@ -100,7 +50,8 @@ def test_owner_plan_mode_always_runs_a_plan_on_the_queues(stack: Stack) -> None:
     assert origin == task["plan_origin"] and origin in ("model", "repaired", "template"), task["plan"]
     assert task["mode"] == "plan" and task["route_reason"] == "request mode 'plan'"
     assert task["status"] == "succeeded", task
-    first, repair = model_text(stack, f"{task['id']}.plan"), model_text(stack, f"{task['id']}.plan-repair")
+    first, repair = (model_text(stack.settings.redis_url, f"{task['id']}.plan"),
+                     model_text(stack.settings.redis_url, f"{task['id']}.plan-repair"))
     assert first is not None, "the model was never asked for a plan"
     recorded = [(s["id"], s["worker"], s["depends_on"]) for s in task["plan"]["steps"]]
     if origin == "model":

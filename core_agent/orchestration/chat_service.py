@@ -297,9 +297,15 @@ class ChatService:
         return cid, owner_of is not None
 
     def _check_caller_plan(self, turn: ChatTurn) -> None:
-        """A plan the request brings is checked before anything is stored: 400 saying why."""
+        """A plan the request brings is checked before anything is stored: a step for a worker
+        the caller's scope lacks is a 403 naming the scope, a plan that breaks a rule a 400."""
         if turn.plan is None:
             return
+        try:
+            for step in turn.plan.steps:
+                turn.who.require_worker(step.worker, f"run plan step '{step.id}'")
+        except ScopeDenied as exc:
+            raise ChatFailed(exc.info()) from None
         try:
             validate_plan(turn.plan, self.settings.planner, turn.allowed_workers)
         except InvalidPlan as exc:
