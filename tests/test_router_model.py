@@ -85,10 +85,9 @@ def test_the_model_routes_what_no_rule_decides(stack: Stack, model_router: str) 
     answer it directly, "no rule matched") is routed by the core model, and the turn
     follows exactly what the model answered.
 
-    Breaks tried locally, each red: `and self.config.use_model` dropped from
-    Router.decide (route_reason 'no rule matched'); Router._by_model returning "direct"
-    whatever the model said (the record disagrees with the model's answer for the
-    question it routed to a plan)."""
+    Break tried locally: Router._by_model returning "direct" whatever the model said —
+    red: the record said 'direct' where the model's own answer on its stream said
+    '{ "route": "plan"}'."""
     rules = Router(stack.settings.router)
     routes = {}
     for question in QUESTIONS:
