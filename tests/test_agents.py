@@ -40,7 +40,9 @@ def test_owner_plan_mode_always_runs_a_plan_on_the_queues(stack: Stack) -> None:
     'direct', no steps. The repair round removed (loop over "model" only): origin
     'template' with no `.plan-repair` call on the worker's streams."""
     limits = stack.settings.planner
-    with stack.http() as http:
+    # Four model calls in a row on one chat worker (plan, repair, step, answer): a generous
+    # deadline for a loaded machine, not a timing claim.
+    with stack.http(timeout=600) as http:
         resp = http.post("/v1/chat/completions", json={
             "messages": [{"role": "user", "content": "What is 2 + 2?"}], "mode": "plan", "profile": "fast",
             "max_tokens": 16, "temperature": 0})

@@ -36,7 +36,9 @@ def plan_hook_api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Ite
     settings = load_settings(overrides={
         "data_dir": str(tmp_path_factory.mktemp("webhook-plans")), "api_port": free_port(),
         "webhooks": {"hooks": {"planned": HOOK}, "callback_hosts": ["127.0.0.1"]},
-        "memory": {"enabled": False}})
+        "memory": {"enabled": False},
+        # Steps queue behind whatever the one chat worker is doing on a loaded machine.
+        "celery": {"pickup_timeout_s": CALLBACK_WAIT_S}})
     with api_process(settings) as url:
         yield url
 
