@@ -27,7 +27,7 @@ from tests.support.planning import api_process, model_text
 
 # No rule of configs/routes.yaml decides these (checked below): the model does.
 QUESTIONS = ["What is 2 + 2?", "Tell me about the history of tea in China."]
-DEADLINE_S = 240
+DEADLINE_S = 480
 
 
 def router_api(stack: Stack, data_dir: Path, router: dict) -> Iterator[str]:
