@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import threading
 import time
+import uuid
 
-import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from core_agent.orchestration.plans import Plan, PlanStep
 from tests.conftest import Stack
+from tests.support.planning import model_text, rules_broken
 
 
 def ask(stack: Stack, content, **extra) -> tuple[dict, str]:
@@ -27,21 +29,55 @@ def overlap(a: dict, b: dict) -> bool:
     return a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"]
 
 
-def test_model_written_plan_is_schema_valid_and_runs(stack: Stack) -> None:
-    task, answer = ask(stack, "Find my notes about the garden, then write Python code that lists the "
-                              "plants and summarise both.", mode="plan")
-    assert task["route_reason"] == "request mode 'plan'"
-    if task["mode"] == "direct":
-        # The tiny model may write a plan that fails validation; the fallback must be recorded.
-        assert task["plan"]["fallback"]
-        pytest.skip(f"the tiny model's plan was refused: {task['plan']['fallback']}")
-    plan = Plan.model_validate(task["plan"])  # the plan is schema-valid
-    assert plan.steps and task["status"] in ("succeeded", "failed")
+def test_owner_plan_mode_always_runs_a_plan_on_the_queues(stack: Stack) -> None:
+    """Claim: an owner's `mode: "plan"` runs a plan on the queues, whether the model's first
+    plan, its repaired plan or the rule template; never a direct answer, never a skip.
+
+    The tiny model's plans for this question are checked by hand (rules_broken) on the raw
+    text its worker wrote to Redis, so the test knows independently whether the refusal and
+    the repair round were due. Breaks tried locally, each red: Planner.plan returning the
+    direct decision once both model plans were refused (the old fallback): plan_origin
+    'direct', no steps. The repair round removed (loop over "model" only): origin
+    'template' with no `.plan-repair` call on the worker's streams."""
+    limits = stack.settings.planner
+    # Four model calls in a row on one chat worker (plan, repair, step, answer): a generous
+    # deadline for a loaded machine, not a timing claim.
+    with stack.http(timeout=600) as http:
+        resp = http.post("/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "What is 2 + 2?"}], "mode": "plan", "profile": "fast",
+            "max_tokens": 16, "temperature": 0})
+        assert resp.status_code == 200, resp.text
+        task = http.get(f"/tasks/{resp.headers['x-task-id']}").json()
+    origin = resp.headers["x-appliance-plan"]
+    assert origin == task["plan_origin"] and origin in ("model", "repaired", "template"), task["plan"]
+    assert task["mode"] == "plan" and task["route_reason"] == "request mode 'plan'"
+    assert task["status"] == "succeeded", task
+    first, repair = (model_text(stack.settings.redis_url, f"{task['id']}.plan"),
+                     model_text(stack.settings.redis_url, f"{task['id']}.plan-repair"))
+    assert first is not None, "the model was never asked for a plan"
+    recorded = [(s["id"], s["worker"], s["depends_on"]) for s in task["plan"]["steps"]]
+    if origin == "model":
+        assert rules_broken(first, limits.max_steps, limits.max_depth) == [] and repair is None
+        assert recorded == [(s["id"], s["worker"], s["depends_on"]) for s in json.loads(first)["steps"]]
+    else:
+        # Refused for a reason that holds by hand, and the model got its repair round.
+        assert rules_broken(first, limits.max_steps, limits.max_depth), first
+        assert repair is not None, "no repair round was asked of the model"
+        repair_broken = rules_broken(repair, limits.max_steps, limits.max_depth)
+        if origin == "repaired":
+            assert repair_broken == []
+            assert recorded == [(s["id"], s["worker"], s["depends_on"]) for s in json.loads(repair)["steps"]]
+        else:
+            assert repair_broken, repair
+            assert len(task["plan"]["refused"]) == 2, task["plan"]
     ran = [s for s in task["steps"] if s["state"] == "succeeded"]
     assert ran, task["steps"]
+    for step in task["steps"]:
+        # Each step ran on its own queue's worker (the loop guard may skip an exact repeat).
+        assert step["state"] == "succeeded" or "loop guard" in (step["error"] or ""), step
     for step in ran:
-        assert step["worker_process"].startswith(step["queue"] + "@")  # ran on its own queue's worker
-    assert answer.strip()
+        assert step["worker_process"].startswith(step["queue"] + "@"), step
+    assert resp.json()["choices"][0]["message"]["content"].strip()
 
 
 def test_parallel_steps_overlap_and_dependent_steps_get_inputs(stack: Stack) -> None:
@@ -101,12 +137,38 @@ def test_adapter_policy_applies_to_answers_and_steps(stack: Stack) -> None:
     assert "Not everything worked" in answer
 
 
-def test_invalid_plan_falls_back_to_a_direct_answer(stack: Stack) -> None:
-    cyclic = {"steps": [{"id": "a", "worker": "chat", "instruction": "x", "depends_on": ["b"]},
-                        {"id": "b", "worker": "chat", "instruction": "y", "depends_on": ["a"]}]}
-    task, answer = ask(stack, "What is 2 + 2?", plan=cyclic)
-    assert task["mode"] == "direct" and "cycle" in task["plan"]["fallback"]
-    assert task["status"] == "succeeded" and answer.strip()
+def test_caller_plans_that_cannot_run_are_refused_with_a_400_saying_why(stack: Stack) -> None:
+    """Claim: a plan the caller sends that cannot run is a 400 in the documented error shape,
+    naming the broken rule, and nothing of the request is stored.
+
+    Break tried locally: the `self._check_caller_plan(turn)` line removed from
+    ChatService.start — red: 200 with a direct answer (the old fallback), and the
+    conversation was created and holds the question."""
+    step = {"worker": "chat", "instruction": "x"}
+    cases = {
+        "cycle": [{**step, "id": "a", "depends_on": ["b"]}, {**step, "id": "b", "depends_on": ["a"]}],
+        "1000 steps": [{**step, "id": f"s{i}"} for i in range(1000)],
+        "unknown step(s) ['ghost']": [{**step, "id": "a", "depends_on": ["ghost"]}],
+        "depends on itself": [{**step, "id": "a", "depends_on": ["a"]}],
+        "must be 1-32 letters": [{**step, "id": "no spaces"}],
+    }
+    with stack.http() as http:
+        for words, steps in cases.items():
+            cid = f"refused-plan-{uuid.uuid4().hex[:8]}"
+            resp = http.post("/v1/chat/completions", json={
+                "conversation_id": cid, "plan": {"steps": steps},
+                "messages": [{"role": "user", "content": "What is 2 + 2?"}]})
+            assert resp.status_code == 400, (words, resp.status_code, resp.text[:300])
+            error = resp.json()["error"]
+            assert error["code"] == "invalid_plan" and error["type"] == "invalid_request_error", error
+            assert words in error["message"] and "plan" in error["message"], error
+            assert http.get(f"/conversations/{cid}/messages").status_code == 404, words  # nothing stored
+        # A step kind that does not exist is refused by the request schema, naming the field.
+        resp = http.post("/v1/chat/completions", json={
+            "plan": {"steps": [{**step, "id": "a", "worker": "teleport"}]},
+            "messages": [{"role": "user", "content": "What is 2 + 2?"}]})
+        assert resp.status_code == 400, resp.text
+        assert "plan.steps.0.worker" in resp.json()["error"]["message"]
 
 
 def test_rules_route_greetings_direct_and_multi_step_requests_to_a_plan(stack: Stack) -> None:
@@ -193,7 +255,6 @@ def test_delete_cancels_a_running_plan(stack: Stack) -> None:
 def test_task_events_stream_replays_the_plan_and_ends(stack: Stack) -> None:
     plan = Plan(steps=[PlanStep(id="only", worker="chat", instruction="Say hi.")])
     task, _ = ask(stack, "Do the plan.", plan=plan.model_dump())
-    import json
 
     with stack.http() as http, http.stream("GET", f"/tasks/{task['id']}/events") as resp:
         events = [json.loads(line[6:]) for line in resp.iter_lines()
@@ -204,21 +265,30 @@ def test_task_events_stream_replays_the_plan_and_ends(stack: Stack) -> None:
     assert kinds[-1] == ("task", "succeeded")
 
 
-def test_streamed_plan_answer_sends_the_task_id_while_steps_run(stack: Stack) -> None:
-    import json
+def test_streamed_plan_answer_sends_the_task_id_before_the_steps_finish(stack: Stack) -> None:
+    """Claim: a streamed planned turn sends its headers (task id, plan origin) before its
+    steps finish, so the client can follow /tasks/{id}/events while they run.
 
-    plan = Plan(steps=[PlanStep(id="draft", worker="chat", instruction="Write two sentences about tea.")])
-    body = {"stream": True, "plan": plan.model_dump(), "max_tokens": 32,
+    Reference: the chat worker's own clock (the step's finished_at, written by the worker)
+    against the moment this client had the headers. Break tried locally: ChatService
+    `_plan_steps` setting `run._planning` after `self.runner.run(...)` instead of before —
+    red: the headers arrived after the step had finished."""
+    plan = Plan(steps=[PlanStep(id="draft", worker="chat", instruction="Write four sentences about tea.")])
+    body = {"stream": True, "plan": plan.model_dump(), "profile": "fast", "max_tokens": 8,
             "messages": [{"role": "user", "content": "Do the plan."}]}
     with stack.http() as http, http.stream("POST", "/v1/chat/completions", json=body) as resp:
+        headers_at = time.time()
         assert resp.status_code == 200
         task_id = resp.headers["x-task-id"]
-        # The headers arrive as the plan starts: the task is visible before any answer text.
+        assert resp.headers["x-appliance-plan"] == "caller"
         first_look = http.get(f"/tasks/{task_id}").json()
         text = "".join(json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
                        for line in resp.iter_lines()
                        if line.startswith("data: {") and json.loads(line[6:]).get("choices"))
-    assert first_look["mode"] == "plan"
-    assert text.strip()
     with stack.http() as http:
-        assert http.get(f"/tasks/{task_id}").json()["status"] == "succeeded"
+        final = http.get(f"/tasks/{task_id}").json()
+    step = final["steps"][0]
+    assert final["status"] == "succeeded" and step["state"] == "succeeded", final
+    assert headers_at < step["finished_at"], (headers_at, step)
+    assert first_look["status"] == "running" and first_look["plan_origin"] == "caller"
+    assert text.strip()

@@ -309,14 +309,14 @@ def test_refusals_name_the_missing_scope(api: Api) -> None:
 
 def test_a_keys_plan_steps_stay_inside_its_scope(api: Api, planted: dict[str, str]) -> None:
     key = new_key("planner")  # the "chat" preset: workers [chat], no adapters
-    # A memory (rag) step would search outside the chat worker: the plan is refused and
-    # the request answered directly, with the reason on the task.
+    # A memory (rag) step would search outside the chat worker: the caller's plan is refused
+    # with a 403 naming the missing scope, before anything is stored or queued.
     rag_plan = {"steps": [{"id": "recall", "worker": "rag", "instruction": f"bank card PIN {PIN}"}]}
     answered = api.chat("What is my PIN?", key, mode="plan", plan=rag_plan)
-    assert answered.status_code == 200, answered.text
-    task = api.call("GET", f"/tasks/{answered.json()['task_id']}", key).json()
-    assert task["steps"] == [] and "rag" in task["plan"]["fallback"], task["plan"]
-    assert all(secret not in api.prompt_of(task["id"]) for secret in SECRETS)
+    assert answered.status_code == 403, answered.text
+    error = answered.json()["error"]
+    assert error["code"] == "scope_missing" and "'workers: rag'" in error["message"], error
+    assert "x-task-id" not in answered.headers
     # A step naming an adapter the scope does not grant fails, naming the scope.
     adapter_plan = {"steps": [{"id": "styled", "worker": "chat", "instruction": "Say hi.", "adapter": "sport"}]}
     answered = api.chat("Say hi.", key, mode="plan", plan=adapter_plan)

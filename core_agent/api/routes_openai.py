@@ -39,7 +39,10 @@ def _usage(result: TaskResult) -> UsageInfo:
 
 
 def _run_headers(run: ChatRun) -> dict[str, str]:
-    return {"X-Task-Id": run.task_id, "X-Conversation-Id": run.conversation_id}
+    headers = {"X-Task-Id": run.task_id, "X-Conversation-Id": run.conversation_id}
+    if run.plan_origin:  # planned turns only (docs/api.md)
+        headers["X-Appliance-Plan"] = run.plan_origin
+    return headers
 
 
 def _image_url(part: dict) -> str:

@@ -26,7 +26,7 @@ from core_agent.orchestration.dispatcher import DispatchError, Dispatcher
 from core_agent.orchestration.piece_batching import take_queued
 from core_agent.orchestration.plan_runner import PlanRunner, StepContext
 from core_agent.orchestration.planner import Planner
-from core_agent.orchestration.plans import InvalidPlan, Plan
+from core_agent.orchestration.plans import InvalidPlan, Plan, validate_plan
 from core_agent.orchestration.prompt_layout import history_window, with_recalled
 from core_agent.orchestration.router import ROUTE_PROMPT, ROUTE_SCHEMA, Mode, Router
 from core_agent.orchestration import traffic
@@ -136,6 +136,7 @@ class ChatRun:
     conversation_id: str
     model: str
     sources: list[dict[str, Any]] = field(default_factory=list)
+    plan_origin: str | None = None  # planned turns: model | repaired | template | direct | caller
     _pieces: asyncio.Queue = field(default_factory=asyncio.Queue)
     _outcome: asyncio.Future | None = None
     _planning: asyncio.Event = field(default_factory=asyncio.Event)
@@ -163,8 +164,9 @@ class ChatRun:
         """Wait for the first text (or the end); raises ChatFailed before any text is sent,
         so the HTTP layer can still choose the status code (a missing model is a 503).
 
-        A planned turn returns "" as soon as its plan starts, so a streaming client gets
-        the task id (and can follow /tasks/{id}/events) while the steps run."""
+        A planned turn returns "" as soon as its plan is decided (before its steps run), so a
+        streaming client gets the task id and the plan's origin (and can follow
+        /tasks/{id}/events) while the steps run."""
         getter = asyncio.ensure_future(self._pieces.get())
         planning = asyncio.ensure_future(self._planning.wait())
         await asyncio.wait({getter, planning}, return_when=asyncio.FIRST_COMPLETED)
@@ -303,6 +305,23 @@ class ChatService:
             raise ChatFailed(ErrorInfo(code="not_found", status=404, message=f"conversation '{cid}' does not exist"))
         return cid, owner_of is not None
 
+    def _check_caller_plan(self, turn: ChatTurn) -> None:
+        """A plan the request brings is checked before anything is stored: a step for a worker
+        the caller's scope lacks is a 403 naming the scope, a plan that breaks a rule a 400."""
+        if turn.plan is None:
+            return
+        try:
+            for step in turn.plan.steps:
+                turn.who.require_worker(step.worker, f"run plan step '{step.id}'")
+        except ScopeDenied as exc:
+            raise ChatFailed(exc.info()) from None
+        try:
+            validate_plan(turn.plan, self.settings.planner, turn.allowed_workers)
+        except InvalidPlan as exc:
+            raise ChatFailed(ErrorInfo(code="invalid_plan", status=400, message=(
+                f"the request's plan cannot be run: {exc}. Fix the plan, or leave out 'plan' "
+                f"so the planner writes one"))) from None
+
     async def start(self, turn: ChatTurn) -> ChatRun:
         self._check(turn)
         self._authorize(turn)
@@ -310,6 +329,7 @@ class ChatService:
         policy = turn.policy = traffic.policy_for(cls, turn.memory, self.settings.traffic)
         turn.explicit_adapter = turn.params.adapter
         self._gate_adapter(turn)
+        self._check_caller_plan(turn)
         question = next(m.text() for m in reversed(turn.messages) if m.role == "user")
         # SQLite runs in a thread: the event loop never waits on the disk.
         if policy.stores_turn:
@@ -342,13 +362,14 @@ class ChatService:
             return False
         job.cancel()
         await asyncio.gather(job, return_exceptions=True)
-        for celery_id in (task_id, f"{task_id}.plan", f"{task_id}.answer"):
+        for celery_id in (task_id, f"{task_id}.route", f"{task_id}.plan", f"{task_id}.plan-repair",
+                          f"{task_id}.answer"):
             await self.dispatcher.revoke(celery_id)
         return True
 
     # --- running a turn ------------------------------------------------------------
 
-    async def _ask_route(self, question: str) -> str:
+    async def _ask_route(self, question: str, task_id: str | None = None) -> str:
         task = ChatTask(model=self.settings.planner.model, stream=False,
                         messages=[ChatMessage(role="system", content=ROUTE_PROMPT),
                                   ChatMessage(role="user", content=question)],
@@ -356,23 +377,25 @@ class ChatService:
                                                 thinking=False, seed=0, response_format={
                                                     "type": "json_schema",
                                                     "json_schema": {"name": "route", "schema": ROUTE_SCHEMA}}))
-        return (await self.dispatcher.call("chat.generate", task.model_dump(), queue=CHAT_QUEUE)).text
+        # Its own id under the turn's, so the model's raw answer can be read on its event stream.
+        return (await self.dispatcher.call("chat.generate", task.model_dump(), queue=CHAT_QUEUE,
+                                           task_id=f"{task_id}.route" if task_id else None)).text
 
     async def _plan_steps(self, run: ChatRun, turn: ChatTurn, question: str,
                           prompt: list[ChatMessage]) -> tuple[list[ChatMessage], str | None]:
         """Plan and run the steps; return the messages for the final answer and, if
         steps failed, what failed."""
-        try:
-            with tracer().start_as_current_span("plan"):
-                plan = await self.planner.plan(question, run.task_id, turn.plan, bool(turn.attachments),
+        with tracer().start_as_current_span("plan"):
+            decision = await self.planner.plan(question, run.task_id, turn.plan, bool(turn.attachments),
                                                turn.allowed_workers)
-        except (InvalidPlan, DispatchError) as exc:
-            # Never a 500: a request we cannot plan is answered directly.
-            log.warning("task %s: no usable plan, answering directly: %s", run.task_id, exc)
-            await self.tasks.set_plan(run.task_id, {"steps": [], "fallback": str(exc)}, {}, mode="direct")
-            return prompt, None
+        run.plan_origin = decision.origin
         queues = {kind: route.queue for kind, route in self.settings.routes.items()}
-        await self.tasks.set_plan(run.task_id, plan.model_dump(), queues)
+        await self.tasks.set_plan(run.task_id, decision.record(), queues,
+                                  mode="plan" if decision.plan is not None else "direct")
+        run._planning.set()  # the headers (task id, plan origin) can go out now, before the steps run
+        plan = decision.plan
+        if plan is None:  # the last resort, said in the task record and the X-Appliance-Plan header
+            return prompt, None
         ctx = StepContext(attachments=turn.attachments, allow_code_execution=turn.allow_code_execution,
                           profile=turn.profile, adapter=turn.explicit_adapter, source=turn.source,
                           memory_scope=turn.who.memory_filter(), principal=turn.who)
@@ -396,13 +419,13 @@ class ChatService:
             if tool_calls.calls_tools(turn.params):
                 mode = "direct"  # the client's agent plans; the model must see its tools
             with tracer().start_as_current_span("route") as span:
-                decision = await self.router.decide(question, mode, bool(turn.attachments), self._ask_route)
+                decision = await self.router.decide(question, mode, bool(turn.attachments),
+                                                    lambda q: self._ask_route(q, run.task_id))
                 span.set_attributes({"appliance.route": decision.route, "appliance.route_reason": decision.reason})
             await self.tasks.create(run.task_id, run.conversation_id, decision.route, turn.source, decision.reason)
             messages, failed = prompt, None
             answer_id = run.task_id
             if decision.route == "plan":
-                run._planning.set()
                 messages, failed = await self._plan_steps(run, turn, question, prompt)
                 answer_id = f"{run.task_id}.answer"
             policy = turn.policy or traffic.policy_for("owner", turn.memory, self.settings.traffic)

@@ -73,12 +73,15 @@ class Router:
 
     async def _by_model(self, question: str, ask_model: ModelAsk) -> RouteDecision:
         started = time.perf_counter()
+        raw = ""
         try:
-            route = json.loads(await ask_model(question)).get("route")
+            raw = await ask_model(question)
+            route = json.loads(raw).get("route")
         except Exception as exc:  # the model path must never fail a request
             log.warning("model router failed, answering directly: %s", exc)
             route = None
         seconds = time.perf_counter() - started
         if route in ("direct", "plan"):
             return RouteDecision(route, "core model", seconds)
-        return RouteDecision("direct", "core model gave no usable route", seconds)
+        # What the model said is kept in the reason, so the task record shows why.
+        return RouteDecision("direct", f"core model gave no usable route ({raw[:80]!r})", seconds)

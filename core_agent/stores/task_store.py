@@ -82,6 +82,9 @@ class TaskRecord(BaseModel):
     status: TaskStatus
     source: str
     plan: dict[str, Any] | None = None
+    # Where the plan came from: caller | model | repaired | template | direct (planned
+    # but answered directly, why in plan.fallback); None for turns routed direct.
+    plan_origin: str | None = None
     steps: list[StepRecord] = Field(default_factory=list)
     sources: list[dict[str, Any]] = Field(default_factory=list)
     error: str | None = None
@@ -196,6 +199,7 @@ class TaskStore(SqliteFile):
             steps = db.execute("SELECT * FROM steps WHERE task_id = ? ORDER BY position", (task_id,)).fetchall()
         data = dict(row)
         data["plan"] = json.loads(data["plan"]) if data["plan"] else None
+        data["plan_origin"] = (data["plan"] or {}).get("origin")
         data["sources"] = json.loads(data["sources"] or "[]")
         records = []
         for s in steps:
