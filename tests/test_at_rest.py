@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import httpx
 import pytest
 
 from rag.store import edge_dir

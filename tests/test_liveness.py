@@ -10,7 +10,6 @@ settings are shorter than the defaults so the faults resolve in seconds.
 from __future__ import annotations
 
 import signal
-import time
 from typing import Iterator
 
 import pytest

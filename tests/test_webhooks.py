@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import json
 import queue
-import re
 import subprocess
 import threading
 import time
