@@ -70,11 +70,47 @@ def max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+BASE_TEXTS = 3000
+BASE_WORDS = (8, 40)
+MIX = 3             # base vectors per synthetic point
+NOISE = 0.35        # relative norm of the isotropic noise added to a mixture
+CACHE = Path(__file__).resolve().parents[1] / ".cache"
+
+
+def base_texts(count: int, seed: int) -> list[str]:
+    """Real text windows: random spans of the eval corpus and the owner-style notes
+    (English and Russian), so the base vectors are what MiniLM gives real chunks."""
+    notes = Path(__file__).resolve().parent / "data" / "notes"
+    words = [data.decode("utf-8").split() for _, data in corpus()]
+    words += [p.read_text(encoding="utf-8").split() for p in sorted(notes.glob("*.md"))]
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        doc = words[rng.integers(len(words))]
+        n = int(rng.integers(*BASE_WORDS))
+        start = int(rng.integers(max(len(doc) - n, 1)))
+        out.append(" ".join(doc[start:start + n]))
+    return out
+
+
+def base_vectors(service: MemoryService, seed: int) -> np.ndarray:
+    """MiniLM vectors of BASE_TEXTS real text windows, embedded once and cached in .cache/."""
+    path = CACHE / f"bench_memory_base_{service.embedder.model_name.replace('/', '_')}_{BASE_TEXTS}_{seed}.npy"
+    if path.is_file():
+        return np.load(path)
+    log(f"embedding {BASE_TEXTS} real text windows once (cached in {path})")
+    vectors = np.asarray(service._embed(base_texts(BASE_TEXTS, seed)), dtype="float32")
+    CACHE.mkdir(exist_ok=True)
+    np.save(path, vectors)
+    return vectors
+
+
 class SyntheticPoints:
     """Deterministic points of the real shape (see the module docstring)."""
 
-    def __init__(self, dimension: int, seed: int = DIM_SEED) -> None:
-        self.dimension = dimension
+    def __init__(self, base: np.ndarray, seed: int = DIM_SEED) -> None:
+        self.base = base
+        self.dimension = base.shape[1]
         self.seed = seed
         real = sorted({term_index(t) for _, data in corpus() for t in terms(data.decode("utf-8"))})
         synthetic = [(1 << 31) + i for i in range(SYNTHETIC_VOCABULARY)]
@@ -82,17 +118,37 @@ class SyntheticPoints:
         rng = np.random.default_rng(seed)
         rng.shuffle(self.vocabulary)
         ranks = np.arange(1, len(self.vocabulary) + 1, dtype=np.float64)
-        self.weights = (1.0 / ranks) / (1.0 / ranks).sum()   # Zipf: a few terms are everywhere
+        self.cdf = np.cumsum(1.0 / ranks)
+        self.cdf /= self.cdf[-1]   # Zipf: a few terms are everywhere
+
+    def dense(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Noisy mixtures of real MiniLM vectors: they keep the model's anisotropy and
+        clusters (random unit vectors would be the HNSW worst case, not the owner's data)."""
+        picks = rng.integers(0, len(self.base), (n, MIX))
+        weights = rng.dirichlet(np.ones(MIX), n).astype("float32")
+        mixed = np.einsum("nm,nmd->nd", weights, self.base[picks])
+        mixed /= np.linalg.norm(mixed, axis=1, keepdims=True)
+        noise = rng.normal(size=mixed.shape).astype("float32")
+        mixed += NOISE * noise / np.linalg.norm(noise, axis=1, keepdims=True)
+        return mixed / np.linalg.norm(mixed, axis=1, keepdims=True)
+
+    def sparse(self, rng: np.random.Generator, n: int) -> list[SparseVector]:
+        drawn = np.searchsorted(self.cdf, rng.random((n, TERMS_PER_POINT)))
+        drawn = np.minimum(drawn, len(self.vocabulary) - 1)
+        drawn.sort(axis=1)
+        values = (1.0 + rng.random(drawn.shape)).round(3)
+        out = []
+        for row, vals in zip(drawn, values):
+            keep = np.empty(len(row), dtype=bool)
+            keep[0] = True
+            keep[1:] = row[1:] != row[:-1]   # a term drawn twice counts once
+            out.append(SparseVector(indices=self.vocabulary[row[keep]].tolist(), values=vals[keep].tolist()))
+        return out
 
     def batch(self, first: int, n: int) -> tuple[list[str], list[list[float]], list[SparseVector], list[dict]]:
         rng = np.random.default_rng((self.seed, first))
-        dense = rng.normal(size=(n, self.dimension)).astype("float32")
-        dense /= np.linalg.norm(dense, axis=1, keepdims=True)
-        lexical = []
-        for _ in range(n):
-            picked = np.unique(rng.choice(self.vocabulary, TERMS_PER_POINT, p=self.weights))
-            values = (1.0 + rng.random(len(picked))).round(3)
-            lexical.append(SparseVector(indices=picked.tolist(), values=values.tolist()))
+        dense = self.dense(rng, n)
+        lexical = self.sparse(rng, n)
         payloads = [{"kind": "document", "source": f"synthetic/{(first + i) // 8}.md",
                      "chunk_index": (first + i) % 8, "content_hash": "synthetic", "title": "synthetic",
                      "tags": ["synthetic"], "ingested_at": 0.0,
@@ -149,7 +205,7 @@ def bench_sizes(settings: Settings, sizes: list[int], n_queries: int, repeat: in
     rows = []
     try:
         service.store.recreate("documents")
-        points = SyntheticPoints(service.embedder.dimension)
+        points = SyntheticPoints(base_vectors(service, DIM_SEED))
         queries = [q.text for q in load_queries()][:n_queries]
         have = 0
         for size in sizes:
