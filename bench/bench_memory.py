@@ -2,11 +2,14 @@
 
 1. Size sweep (the engine configured by memory.engine; the embedded default is Qdrant
    Edge): a documents collection filled to each size in turn with SYNTHETIC points of
-   the real shape: 384-dim unit dense vectors drawn at random (seeded), sparse vectors
-   of ~60 terms drawn Zipf-like from the eval corpus' real term indices plus a synthetic
-   tail vocabulary, and a ~600-character payload with the indexed fields. What a search
-   costs depends on point count, vector size and posting-list lengths, not on meaning,
-   and embedding a million chunks here would take days. Per size:
+   the real shape: 384-dim dense vectors that are noisy mixtures of MiniLM vectors of
+   1,000 real text windows (eval corpus and owner-style notes, English and Russian;
+   embedded once, cached in .cache/), so they keep the model's clusters and
+   anisotropy; sparse vectors of ~60 terms drawn Zipf-like from the eval corpus' real
+   term indices plus a synthetic tail vocabulary; a ~600-character payload with the
+   indexed fields. What a search costs depends on point count, vector distribution and
+   posting-list lengths, not on meaning, and embedding a million chunks here would take
+   days. Per size:
    - search_p50_ms / search_p99_ms: the store's dense + sparse query (one batch) plus
      fusion, with the query vectors computed beforehand (the eval queries, embedded once);
    - hybrid_p50_ms / hybrid_p99_ms: the whole MemoryService.search, embedding included;
@@ -70,7 +73,7 @@ def max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-BASE_TEXTS = 3000
+BASE_TEXTS = 1000
 BASE_WORDS = (8, 40)
 MIX = 3             # base vectors per synthetic point
 NOISE = 0.35        # relative norm of the isotropic noise added to a mixture
@@ -99,7 +102,14 @@ def base_vectors(service: MemoryService, seed: int) -> np.ndarray:
     if path.is_file():
         return np.load(path)
     log(f"embedding {BASE_TEXTS} real text windows once (cached in {path})")
-    vectors = np.asarray(service._embed(base_texts(BASE_TEXTS, seed)), dtype="float32")
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a loaded machine torch's thread pool spins instead of working
+    try:
+        vectors = np.asarray(service._embed(base_texts(BASE_TEXTS, seed)), dtype="float32")
+    finally:
+        torch.set_num_threads(threads)
     CACHE.mkdir(exist_ok=True)
     np.save(path, vectors)
     return vectors
@@ -158,32 +168,37 @@ class SyntheticPoints:
         return ids, dense.tolist(), lexical, payloads
 
 
-def fill(service: MemoryService, points: SyntheticPoints, start: int, target: int) -> float:
-    """Write points start..target; returns the seconds spent writing (no index build)."""
+def fill(service: MemoryService, points: SyntheticPoints, start: int, target: int) -> tuple[float, float]:
+    """Write points start..target; returns the seconds spent writing (no index build),
+    wall clock and this process' CPU time."""
     store = service.store
-    seconds = 0.0
+    seconds = cpu = 0.0
     for first in range(start, target, WRITE_BATCH):
         ids, dense, lexical, payloads = points.batch(first, min(WRITE_BATCH, target - first))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         records = [PointRecord(id=i, dense={store.dense_name: d}, sparse={LEXICAL: s}, payload=p)
                    for i, d, s, p in zip(ids, dense, lexical, payloads)]
         store.upsert_records("documents", records, optimize=False)  # the build is timed on its own
         seconds += time.perf_counter() - t0
+        cpu += time.process_time() - c0
         if (first // WRITE_BATCH) % 25 == 0:
             log(f"  wrote {first + len(ids):,}/{target:,}")
-    return seconds
+    return seconds, cpu
 
 
 def time_searches(service: MemoryService, queries: list[str], repeat: int) -> dict[str, list[float]]:
     store, limit = service.store, service.config.fusion.candidates
     vectors = [(service._embed([q])[0], service.lexical.query(q)) for q in queries]
-    out: dict[str, list[float]] = {"search": [], "hybrid": []}
+    out: dict[str, list[float]] = {"search": [], "search_cpu": [], "hybrid": []}
     for _ in range(repeat):
         for (dense, sparse) in vectors:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             found_dense, found_lexical = store.search("documents", dense, sparse, limit)
             fuse(found_dense, found_lexical, service.config.fusion, service.config.fusion.dense_weight)
             out["search"].append((time.perf_counter() - t0) * 1000)
+            # CPU time of all this process' threads (Edge searches segments in its own
+            # threads): what the search costs, without the waits for a core on a loaded machine
+            out["search_cpu"].append((time.process_time() - c0) * 1000)
     for q in queries:
         t0 = time.perf_counter()
         service.search(SearchRequest(query=q, k=5, kinds=["document"]))
@@ -210,7 +225,7 @@ def bench_sizes(settings: Settings, sizes: list[int], n_queries: int, repeat: in
         have = 0
         for size in sizes:
             log(f"size {size:,}: writing {size - have:,} points")
-            write_s = fill(service, points, have, size)
+            write_s, write_cpu_s = fill(service, points, have, size)
             t0 = time.perf_counter()
             service.store.optimize()
             index_s = time.perf_counter() - t0
@@ -222,9 +237,12 @@ def bench_sizes(settings: Settings, sizes: list[int], n_queries: int, repeat: in
             row = {"size": size, "engine": service.store.engine,
                    "search_p50_ms": round(percentile(ms["search"], 0.5), 2),
                    "search_p99_ms": round(percentile(ms["search"], 0.99), 2),
+                   "search_cpu_p50_ms": round(percentile(ms["search_cpu"], 0.5), 2),
+                   "search_cpu_p99_ms": round(percentile(ms["search_cpu"], 0.99), 2),
                    "hybrid_p50_ms": round(percentile(ms["hybrid"], 0.5), 2),
                    "hybrid_p99_ms": round(percentile(ms["hybrid"], 0.99), 2),
-                   "upsert_points_per_s": round(added / write_s, 1), "index_build_s": round(index_s, 1),
+                   "upsert_points_per_s": round(added / write_s, 1),
+                   "upsert_points_per_cpu_s": round(added / write_cpu_s, 1), "index_build_s": round(index_s, 1),
                    "open_s": round(open_s, 3), "rss_mb": round(rss_mb(), 1), "max_rss_mb": round(max_rss_mb(), 1),
                    "queries": len(ms["search"]), "load_avg_1m": round(os.getloadavg()[0], 1),
                    "vectors": "synthetic"}
@@ -274,18 +292,23 @@ def markdown(rows: list[dict], ingest: dict[str, float] | None, n_queries: int) 
         "## Memory: search latency and size (bench/bench_memory.py)",
         "",
         f"Engine: **{engine}** (memory.engine). Documents collection filled with **synthetic** points of the "
-        f"real shape (384-dim random unit dense vectors; ~{TERMS_PER_POINT}-term sparse vectors drawn Zipf-like "
+        f"real shape (384-dim dense vectors = noisy mixtures of MiniLM vectors of {BASE_TEXTS:,} real text windows; ~{TERMS_PER_POINT}-term sparse vectors drawn Zipf-like "
         "from the eval corpus' term indices plus a synthetic vocabulary; ~600-character payloads). "
         f"`search` = dense + sparse query in one batch + fusion, query vectors precomputed ({n_queries} eval "
         "queries, each several times); `hybrid` = MemoryService.search including embedding the query "
-        "(MiniLM on CPU). Index build = Edge `optimize` (HNSW + sparse index) for the points added at that step.",
+        "(MiniLM on CPU). `search CPU` = CPU time of the process' threads during that search (the engine's "
+        "cost without the waits for a core on a loaded machine). Index build = Edge `optimize` (HNSW + sparse "
+        "index; segments are merged, so a step re-indexes what the previous steps built), in-process here; the "
+        "rag worker runs it in a child process (docs/memory.md).",
         "",
-        "| chunks | search p50 ms | search p99 ms | hybrid p50 ms | hybrid p99 ms | upsert points/s | "
-        "index build s | open s | RSS MB | max RSS MB | load avg |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| chunks | search p50 ms | search p99 ms | search CPU p50/p99 ms | hybrid p50 ms | hybrid p99 ms | "
+        "upsert points/s | index build s | open s | RSS MB | max RSS MB | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['size']:,} | {r['search_p50_ms']:.1f} | {r['search_p99_ms']:.1f} | "
+        cpu = (f"{r['search_cpu_p50_ms']:.1f} / {r['search_cpu_p99_ms']:.1f}" if "search_cpu_p50_ms" in r
+               else "not measured")
+        lines.append(f"| {r['size']:,} | {r['search_p50_ms']:.1f} | {r['search_p99_ms']:.1f} | {cpu} | "
                      f"{r['hybrid_p50_ms']:.1f} | {r['hybrid_p99_ms']:.1f} | {r['upsert_points_per_s']:,.0f} | "
                      f"{r['index_build_s']:.0f} | {r['open_s']:.2f} | {r['rss_mb']:,.0f} | {r['max_rss_mb']:,.0f} | "
                      f"{r['load_avg_1m']} |")
