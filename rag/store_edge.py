@@ -37,6 +37,7 @@ from qdrant_edge import (
     EdgeVectorParams,
     FieldCondition,
     Filter,
+    Memory,
     MatchAny,
     MatchValue,
     Modifier,
@@ -45,6 +46,8 @@ from qdrant_edge import (
     Query,
     QueryBatchRequest,
     QueryRequest,
+    ScalarQuantizationConfig,
+    ScalarType,
     ScrollRequest,
     UpdateOperation,
 )
@@ -148,6 +151,12 @@ class EdgeStore(MemoryStore):
         return EdgeConfig(
             vectors={self.dense_name: EdgeVectorParams(size=self.spec.dimension,
                                                        distance=DISTANCES[self.spec.distance])},
+            # int8 copies in RAM for the HNSW build and search, the float originals rescore
+            # the candidates: measured at 100k points the build ran in well under half the
+            # time, search no slower (docs/memory.md). Fixed when a shard is created.
+            quantization_config=(ScalarQuantizationConfig(type=ScalarType.Int8, quantile=0.99,
+                                                          memory=Memory.Pinned)
+                                 if self.config.edge_quantization == "int8" else None),
             sparse_vectors={LEXICAL: EdgeSparseVectorParams(modifier=Modifier.Idf)},
             # Few, large segments: each search visits every segment.
             optimizers=EdgeOptimizersConfig(default_segment_number=2),
