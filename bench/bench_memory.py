@@ -253,6 +253,72 @@ def bench_sizes(settings: Settings, sizes: list[int], n_queries: int, repeat: in
     return rows
 
 
+def compare_quantization(settings: Settings, size: int) -> list[dict]:
+    """The same `size` points in two fresh shards, float only and with int8 copies
+    (memory.edge_quantization): index build time, search cost, and how many of the exact
+    top 10 (a full scan of the float vectors) the store's dense search returns."""
+    from qdrant_edge import Query, QueryRequest, SearchParams
+
+    embedder = embedding_backend(settings)
+    spec = EmbeddingSpec(model=embedder.model_name, dimension=embedder.dimension, distance=embedder.config.distance)
+    service = MemoryService(settings, embedder)
+    points = SyntheticPoints(base_vectors(service, DIM_SEED))
+    lexical = [service.lexical.query(q.text) for q in load_queries()]
+    queries = points.dense(np.random.default_rng(99), len(lexical)).tolist()  # unseen mixtures
+    service.close()
+    rows = []
+    for quantization in ("none", "int8"):
+        memory = settings.memory.model_copy(update={"edge_quantization": quantization,
+                                                    "edge_path": settings.data_dir / f"q-{quantization}"})
+        store = open_store(memory, settings.data_dir, spec)
+        try:
+            for first in range(0, size, WRITE_BATCH):
+                ids, dense, sparse, payloads = points.batch(first, min(WRITE_BATCH, size - first))
+                store.upsert_records("documents", [PointRecord(id=i, dense={store.dense_name: d},
+                                                               sparse={LEXICAL: x}, payload=p)
+                                                   for i, d, x, p in zip(ids, dense, sparse, payloads)],
+                                     optimize=False)
+            t0 = time.perf_counter()
+            store.optimize()
+            build_s = time.perf_counter() - t0
+            shard = store.shards["documents"]
+            wall, cpu, recall = [], [], []
+            for dense, sparse in zip(queries, lexical):
+                exact = {str(p.id) for p in shard.query(QueryRequest(
+                    limit=10, query=Query.Nearest(dense, using=store.dense_name), params=SearchParams(exact=True)))}
+                t0, c0 = time.perf_counter(), time.process_time()
+                found, _ = store.search("documents", dense, sparse, service.config.fusion.candidates)
+                wall.append((time.perf_counter() - t0) * 1000)
+                cpu.append((time.process_time() - c0) * 1000)
+                recall.append(len({p.id for p in found[:10]} & exact) / 10)
+            row = {"quantization": quantization, "size": size, "index_build_s": round(build_s, 1),
+                   "search_p50_ms": round(percentile(wall, 0.5), 2), "search_p99_ms": round(percentile(wall, 0.99), 2),
+                   "search_cpu_p50_ms": round(percentile(cpu, 0.5), 2),
+                   "search_cpu_p99_ms": round(percentile(cpu, 0.99), 2),
+                   "dense_recall_at_10": round(float(np.mean(recall)), 3), "load_avg_1m": round(os.getloadavg()[0], 1)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        finally:
+            store.close()
+    return rows
+
+
+def quantization_markdown(rows: list[dict]) -> str:
+    lines = ["## Memory: int8 quantization on Qdrant Edge (bench/bench_memory.py --compare-quantization)", "",
+             f"The same {rows[0]['size']:,} synthetic points (as above) in two fresh shards, built one after "
+             "the other. `dense recall@10` = share of the exact top 10 (full scan of the float vectors) that the "
+             "store's dense search returns (int8: HNSW on the int8 copies, float originals rescore 2x "
+             "candidates).", "",
+             "| dense vectors | index build s | search p50 ms | search p99 ms | search CPU p50/p99 ms | "
+             "dense recall@10 | load avg |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {'float + int8 copies' if r['quantization'] == 'int8' else 'float only'} | "
+                     f"{r['index_build_s']:.0f} | {r['search_p50_ms']:.1f} | {r['search_p99_ms']:.1f} | "
+                     f"{r['search_cpu_p50_ms']:.1f} / {r['search_cpu_p99_ms']:.1f} | "
+                     f"{r['dense_recall_at_10']:.3f} | {r['load_avg_1m']} |")
+    return "\n".join(lines)
+
+
 def long_documents(copies: int) -> list[tuple[str, bytes]]:
     """Each document: all eval notes of one language, so it spans many chunks."""
     docs = []
@@ -331,7 +397,18 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--from-json", type=Path, help="render rows a previous --json run printed (e.g. a long "
                         "sweep run in the background) instead of measuring")
+    parser.add_argument("--compare-quantization", type=int, metavar="SIZE", default=0,
+                        help="instead of the sweep: SIZE points with and without int8 copies")
     args = parser.parse_args()
+    if args.compare_quantization:
+        with tempfile.TemporaryDirectory(prefix="bench-memory-q-") as tmp:
+            settings = load_settings(overrides={"data_dir": tmp, "memory": {"qdrant_url": None,
+                                                                             "qdrant_path": None}})
+            text = quantization_markdown(compare_quantization(settings, args.compare_quantization))
+        log(text)
+        if not args.no_write:
+            write_section("memory-quantization", text)
+        return
     if args.from_json:
         rows = [json.loads(line) for line in args.from_json.read_text().splitlines() if line.startswith("{")]
         text = markdown(rows, None, args.queries)
