@@ -375,9 +375,10 @@ def markdown(rows: list[dict], ingest: dict[str, float] | None, n_queries: int) 
     for r in rows:
         cpu = (f"{r['search_cpu_p50_ms']:.1f} / {r['search_cpu_p99_ms']:.1f}" if "search_cpu_p50_ms" in r
                else "not measured")
+        upsert_cpu = (f" ({r['upsert_points_per_cpu_s']:,.0f} per CPU-s)" if "upsert_points_per_cpu_s" in r else "")
         vectors = "float + int8" if r.get("quantization", "none") == "int8" else "float"
         lines.append(f"| {r['size']:,} | {vectors} | {r['search_p50_ms']:.1f} | {r['search_p99_ms']:.1f} | {cpu} | "
-                     f"{r['hybrid_p50_ms']:.1f} | {r['hybrid_p99_ms']:.1f} | {r['upsert_points_per_s']:,.0f} | "
+                     f"{r['hybrid_p50_ms']:.1f} | {r['hybrid_p99_ms']:.1f} | {r['upsert_points_per_s']:,.0f}{upsert_cpu} | "
                      f"{r['index_build_s']:.0f} | {r['open_s']:.2f} | {r['rss_mb']:,.0f} | {r['max_rss_mb']:,.0f} | "
                      f"{r['load_avg_1m']} |")
     if ingest:
