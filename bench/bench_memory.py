@@ -2,11 +2,14 @@
 
 1. Size sweep (the engine configured by memory.engine; the embedded default is Qdrant
    Edge): a documents collection filled to each size in turn with SYNTHETIC points of
-   the real shape: 384-dim unit dense vectors drawn at random (seeded), sparse vectors
-   of ~60 terms drawn Zipf-like from the eval corpus' real term indices plus a synthetic
-   tail vocabulary, and a ~600-character payload with the indexed fields. What a search
-   costs depends on point count, vector size and posting-list lengths, not on meaning,
-   and embedding a million chunks here would take days. Per size:
+   the real shape: 384-dim dense vectors that are noisy mixtures of MiniLM vectors of
+   1,000 real text windows (eval corpus and owner-style notes, English and Russian;
+   embedded once, cached in .cache/), so they keep the model's clusters and
+   anisotropy; sparse vectors of ~60 terms drawn Zipf-like from the eval corpus' real
+   term indices plus a synthetic tail vocabulary; a ~600-character payload with the
+   indexed fields. What a search costs depends on point count, vector distribution and
+   posting-list lengths, not on meaning, and embedding a million chunks here would take
+   days. Per size:
    - search_p50_ms / search_p99_ms: the store's dense + sparse query (one batch) plus
      fusion, with the query vectors computed beforehand (the eval queries, embedded once);
    - hybrid_p50_ms / hybrid_p99_ms: the whole MemoryService.search, embedding included;
@@ -70,11 +73,54 @@ def max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+BASE_TEXTS = 1000
+BASE_WORDS = (8, 40)
+MIX = 3             # base vectors per synthetic point
+NOISE = 0.35        # relative norm of the isotropic noise added to a mixture
+CACHE = Path(__file__).resolve().parents[1] / ".cache"
+
+
+def base_texts(count: int, seed: int) -> list[str]:
+    """Real text windows: random spans of the eval corpus and the owner-style notes
+    (English and Russian), so the base vectors are what MiniLM gives real chunks."""
+    notes = Path(__file__).resolve().parent / "data" / "notes"
+    words = [data.decode("utf-8").split() for _, data in corpus()]
+    words += [p.read_text(encoding="utf-8").split() for p in sorted(notes.glob("*.md"))]
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        doc = words[rng.integers(len(words))]
+        n = int(rng.integers(*BASE_WORDS))
+        start = int(rng.integers(max(len(doc) - n, 1)))
+        out.append(" ".join(doc[start:start + n]))
+    return out
+
+
+def base_vectors(service: MemoryService, seed: int) -> np.ndarray:
+    """MiniLM vectors of BASE_TEXTS real text windows, embedded once and cached in .cache/."""
+    path = CACHE / f"bench_memory_base_{service.embedder.model_name.replace('/', '_')}_{BASE_TEXTS}_{seed}.npy"
+    if path.is_file():
+        return np.load(path)
+    log(f"embedding {BASE_TEXTS} real text windows once (cached in {path})")
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a loaded machine torch's thread pool spins instead of working
+    try:
+        vectors = np.asarray(service._embed(base_texts(BASE_TEXTS, seed)), dtype="float32")
+    finally:
+        torch.set_num_threads(threads)
+    CACHE.mkdir(exist_ok=True)
+    np.save(path, vectors)
+    return vectors
+
+
 class SyntheticPoints:
     """Deterministic points of the real shape (see the module docstring)."""
 
-    def __init__(self, dimension: int, seed: int = DIM_SEED) -> None:
-        self.dimension = dimension
+    def __init__(self, base: np.ndarray, seed: int = DIM_SEED) -> None:
+        self.base = base
+        self.dimension = base.shape[1]
         self.seed = seed
         real = sorted({term_index(t) for _, data in corpus() for t in terms(data.decode("utf-8"))})
         synthetic = [(1 << 31) + i for i in range(SYNTHETIC_VOCABULARY)]
@@ -82,17 +128,37 @@ class SyntheticPoints:
         rng = np.random.default_rng(seed)
         rng.shuffle(self.vocabulary)
         ranks = np.arange(1, len(self.vocabulary) + 1, dtype=np.float64)
-        self.weights = (1.0 / ranks) / (1.0 / ranks).sum()   # Zipf: a few terms are everywhere
+        self.cdf = np.cumsum(1.0 / ranks)
+        self.cdf /= self.cdf[-1]   # Zipf: a few terms are everywhere
+
+    def dense(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Noisy mixtures of real MiniLM vectors: they keep the model's anisotropy and
+        clusters (random unit vectors would be the HNSW worst case, not the owner's data)."""
+        picks = rng.integers(0, len(self.base), (n, MIX))
+        weights = rng.dirichlet(np.ones(MIX), n).astype("float32")
+        mixed = np.einsum("nm,nmd->nd", weights, self.base[picks])
+        mixed /= np.linalg.norm(mixed, axis=1, keepdims=True)
+        noise = rng.normal(size=mixed.shape).astype("float32")
+        mixed += NOISE * noise / np.linalg.norm(noise, axis=1, keepdims=True)
+        return mixed / np.linalg.norm(mixed, axis=1, keepdims=True)
+
+    def sparse(self, rng: np.random.Generator, n: int) -> list[SparseVector]:
+        drawn = np.searchsorted(self.cdf, rng.random((n, TERMS_PER_POINT)))
+        drawn = np.minimum(drawn, len(self.vocabulary) - 1)
+        drawn.sort(axis=1)
+        values = (1.0 + rng.random(drawn.shape)).round(3)
+        out = []
+        for row, vals in zip(drawn, values):
+            keep = np.empty(len(row), dtype=bool)
+            keep[0] = True
+            keep[1:] = row[1:] != row[:-1]   # a term drawn twice counts once
+            out.append(SparseVector(indices=self.vocabulary[row[keep]].tolist(), values=vals[keep].tolist()))
+        return out
 
     def batch(self, first: int, n: int) -> tuple[list[str], list[list[float]], list[SparseVector], list[dict]]:
         rng = np.random.default_rng((self.seed, first))
-        dense = rng.normal(size=(n, self.dimension)).astype("float32")
-        dense /= np.linalg.norm(dense, axis=1, keepdims=True)
-        lexical = []
-        for _ in range(n):
-            picked = np.unique(rng.choice(self.vocabulary, TERMS_PER_POINT, p=self.weights))
-            values = (1.0 + rng.random(len(picked))).round(3)
-            lexical.append(SparseVector(indices=picked.tolist(), values=values.tolist()))
+        dense = self.dense(rng, n)
+        lexical = self.sparse(rng, n)
         payloads = [{"kind": "document", "source": f"synthetic/{(first + i) // 8}.md",
                      "chunk_index": (first + i) % 8, "content_hash": "synthetic", "title": "synthetic",
                      "tags": ["synthetic"], "ingested_at": 0.0,
@@ -102,32 +168,37 @@ class SyntheticPoints:
         return ids, dense.tolist(), lexical, payloads
 
 
-def fill(service: MemoryService, points: SyntheticPoints, start: int, target: int) -> float:
-    """Write points start..target; returns the seconds spent writing (no index build)."""
+def fill(service: MemoryService, points: SyntheticPoints, start: int, target: int) -> tuple[float, float]:
+    """Write points start..target; returns the seconds spent writing (no index build),
+    wall clock and this process' CPU time."""
     store = service.store
-    seconds = 0.0
+    seconds = cpu = 0.0
     for first in range(start, target, WRITE_BATCH):
         ids, dense, lexical, payloads = points.batch(first, min(WRITE_BATCH, target - first))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         records = [PointRecord(id=i, dense={store.dense_name: d}, sparse={LEXICAL: s}, payload=p)
                    for i, d, s, p in zip(ids, dense, lexical, payloads)]
         store.upsert_records("documents", records, optimize=False)  # the build is timed on its own
         seconds += time.perf_counter() - t0
+        cpu += time.process_time() - c0
         if (first // WRITE_BATCH) % 25 == 0:
             log(f"  wrote {first + len(ids):,}/{target:,}")
-    return seconds
+    return seconds, cpu
 
 
 def time_searches(service: MemoryService, queries: list[str], repeat: int) -> dict[str, list[float]]:
     store, limit = service.store, service.config.fusion.candidates
     vectors = [(service._embed([q])[0], service.lexical.query(q)) for q in queries]
-    out: dict[str, list[float]] = {"search": [], "hybrid": []}
+    out: dict[str, list[float]] = {"search": [], "search_cpu": [], "hybrid": []}
     for _ in range(repeat):
         for (dense, sparse) in vectors:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             found_dense, found_lexical = store.search("documents", dense, sparse, limit)
             fuse(found_dense, found_lexical, service.config.fusion, service.config.fusion.dense_weight)
             out["search"].append((time.perf_counter() - t0) * 1000)
+            # CPU time of all this process' threads (Edge searches segments in its own
+            # threads): what the search costs, without the waits for a core on a loaded machine
+            out["search_cpu"].append((time.process_time() - c0) * 1000)
     for q in queries:
         t0 = time.perf_counter()
         service.search(SearchRequest(query=q, k=5, kinds=["document"]))
@@ -149,12 +220,12 @@ def bench_sizes(settings: Settings, sizes: list[int], n_queries: int, repeat: in
     rows = []
     try:
         service.store.recreate("documents")
-        points = SyntheticPoints(service.embedder.dimension)
+        points = SyntheticPoints(base_vectors(service, DIM_SEED))
         queries = [q.text for q in load_queries()][:n_queries]
         have = 0
         for size in sizes:
             log(f"size {size:,}: writing {size - have:,} points")
-            write_s = fill(service, points, have, size)
+            write_s, write_cpu_s = fill(service, points, have, size)
             t0 = time.perf_counter()
             service.store.optimize()
             index_s = time.perf_counter() - t0
@@ -164,11 +235,15 @@ def bench_sizes(settings: Settings, sizes: list[int], n_queries: int, repeat: in
             service.search(SearchRequest(query="warm up", k=5))
             ms = time_searches(service, queries, repeat)
             row = {"size": size, "engine": service.store.engine,
+                   "quantization": settings.memory.edge_quantization,
                    "search_p50_ms": round(percentile(ms["search"], 0.5), 2),
                    "search_p99_ms": round(percentile(ms["search"], 0.99), 2),
+                   "search_cpu_p50_ms": round(percentile(ms["search_cpu"], 0.5), 2),
+                   "search_cpu_p99_ms": round(percentile(ms["search_cpu"], 0.99), 2),
                    "hybrid_p50_ms": round(percentile(ms["hybrid"], 0.5), 2),
                    "hybrid_p99_ms": round(percentile(ms["hybrid"], 0.99), 2),
-                   "upsert_points_per_s": round(added / write_s, 1), "index_build_s": round(index_s, 1),
+                   "upsert_points_per_s": round(added / write_s, 1),
+                   "upsert_points_per_cpu_s": round(added / write_cpu_s, 1), "index_build_s": round(index_s, 1),
                    "open_s": round(open_s, 3), "rss_mb": round(rss_mb(), 1), "max_rss_mb": round(max_rss_mb(), 1),
                    "queries": len(ms["search"]), "load_avg_1m": round(os.getloadavg()[0], 1),
                    "vectors": "synthetic"}
@@ -177,6 +252,72 @@ def bench_sizes(settings: Settings, sizes: list[int], n_queries: int, repeat: in
     finally:
         service.close()
     return rows
+
+
+def compare_quantization(settings: Settings, size: int) -> list[dict]:
+    """The same `size` points in two fresh shards, float only and with int8 copies
+    (memory.edge_quantization): index build time, search cost, and how many of the exact
+    top 10 (a full scan of the float vectors) the store's dense search returns."""
+    from qdrant_edge import Query, QueryRequest, SearchParams
+
+    embedder = embedding_backend(settings)
+    spec = EmbeddingSpec(model=embedder.model_name, dimension=embedder.dimension, distance=embedder.config.distance)
+    service = MemoryService(settings, embedder)
+    points = SyntheticPoints(base_vectors(service, DIM_SEED))
+    lexical = [service.lexical.query(q.text) for q in load_queries()]
+    queries = points.dense(np.random.default_rng(99), len(lexical)).tolist()  # unseen mixtures
+    service.close()
+    rows = []
+    for quantization in ("none", "int8"):
+        memory = settings.memory.model_copy(update={"edge_quantization": quantization,
+                                                    "edge_path": settings.data_dir / f"q-{quantization}"})
+        store = open_store(memory, settings.data_dir, spec)
+        try:
+            for first in range(0, size, WRITE_BATCH):
+                ids, dense, sparse, payloads = points.batch(first, min(WRITE_BATCH, size - first))
+                store.upsert_records("documents", [PointRecord(id=i, dense={store.dense_name: d},
+                                                               sparse={LEXICAL: x}, payload=p)
+                                                   for i, d, x, p in zip(ids, dense, sparse, payloads)],
+                                     optimize=False)
+            t0 = time.perf_counter()
+            store.optimize()
+            build_s = time.perf_counter() - t0
+            shard = store.shards["documents"]
+            wall, cpu, recall = [], [], []
+            for dense, sparse in zip(queries, lexical):
+                exact = {str(p.id) for p in shard.query(QueryRequest(
+                    limit=10, query=Query.Nearest(dense, using=store.dense_name), params=SearchParams(exact=True)))}
+                t0, c0 = time.perf_counter(), time.process_time()
+                found, _ = store.search("documents", dense, sparse, service.config.fusion.candidates)
+                wall.append((time.perf_counter() - t0) * 1000)
+                cpu.append((time.process_time() - c0) * 1000)
+                recall.append(len({p.id for p in found[:10]} & exact) / 10)
+            row = {"quantization": quantization, "size": size, "index_build_s": round(build_s, 1),
+                   "search_p50_ms": round(percentile(wall, 0.5), 2), "search_p99_ms": round(percentile(wall, 0.99), 2),
+                   "search_cpu_p50_ms": round(percentile(cpu, 0.5), 2),
+                   "search_cpu_p99_ms": round(percentile(cpu, 0.99), 2),
+                   "dense_recall_at_10": round(float(np.mean(recall)), 3), "load_avg_1m": round(os.getloadavg()[0], 1)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        finally:
+            store.close()
+    return rows
+
+
+def quantization_markdown(rows: list[dict]) -> str:
+    lines = ["## Memory: int8 quantization on Qdrant Edge (bench/bench_memory.py --compare-quantization)", "",
+             f"The same {rows[0]['size']:,} synthetic points (as above) in two fresh shards, built one after "
+             "the other. `dense recall@10` = share of the exact top 10 (full scan of the float vectors) that the "
+             "store's dense search returns (int8: HNSW on the int8 copies, float originals rescore 2x "
+             "candidates).", "",
+             "| dense vectors | index build s | search p50 ms | search p99 ms | search CPU p50/p99 ms | "
+             "dense recall@10 | load avg |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {'float + int8 copies' if r['quantization'] == 'int8' else 'float only'} | "
+                     f"{r['index_build_s']:.0f} | {r['search_p50_ms']:.1f} | {r['search_p99_ms']:.1f} | "
+                     f"{r['search_cpu_p50_ms']:.1f} / {r['search_cpu_p99_ms']:.1f} | "
+                     f"{r['dense_recall_at_10']:.3f} | {r['load_avg_1m']} |")
+    return "\n".join(lines)
 
 
 def long_documents(copies: int) -> list[tuple[str, bytes]]:
@@ -218,25 +359,35 @@ def markdown(rows: list[dict], ingest: dict[str, float] | None, n_queries: int) 
         "## Memory: search latency and size (bench/bench_memory.py)",
         "",
         f"Engine: **{engine}** (memory.engine). Documents collection filled with **synthetic** points of the "
-        f"real shape (384-dim random unit dense vectors; ~{TERMS_PER_POINT}-term sparse vectors drawn Zipf-like "
+        f"real shape (384-dim dense vectors = noisy mixtures of MiniLM vectors of {BASE_TEXTS:,} real text windows; ~{TERMS_PER_POINT}-term sparse vectors drawn Zipf-like "
         "from the eval corpus' term indices plus a synthetic vocabulary; ~600-character payloads). "
         f"`search` = dense + sparse query in one batch + fusion, query vectors precomputed ({n_queries} eval "
         "queries, each several times); `hybrid` = MemoryService.search including embedding the query "
-        "(MiniLM on CPU). Index build = Edge `optimize` (HNSW + sparse index) for the points added at that step.",
+        "(MiniLM on CPU). `search CPU` = CPU time of the process' threads during that search (the engine's "
+        "cost without the waits for a core on a loaded machine). Index build = Edge `optimize` (HNSW + sparse "
+        "index; segments are merged, so a step re-indexes what the previous steps built), in-process here; the "
+        "rag worker runs it in a child process (docs/memory.md).",
         "",
-        "| chunks | search p50 ms | search p99 ms | hybrid p50 ms | hybrid p99 ms | upsert points/s | "
-        "index build s | open s | RSS MB | max RSS MB | load avg |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| chunks | dense vectors | search p50 ms | search p99 ms | search CPU p50/p99 ms | hybrid p50 ms | "
+        "hybrid p99 ms | upsert points/s | index build s | open s | RSS MB | max RSS MB | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['size']:,} | {r['search_p50_ms']:.1f} | {r['search_p99_ms']:.1f} | "
-                     f"{r['hybrid_p50_ms']:.1f} | {r['hybrid_p99_ms']:.1f} | {r['upsert_points_per_s']:,.0f} | "
+        cpu = (f"{r['search_cpu_p50_ms']:.1f} / {r['search_cpu_p99_ms']:.1f}" if "search_cpu_p50_ms" in r
+               else "not measured")
+        upsert_cpu = (f" ({r['upsert_points_per_cpu_s']:,.0f} per CPU-s)" if "upsert_points_per_cpu_s" in r else "")
+        vectors = "float + int8" if r.get("quantization", "none") == "int8" else "float"
+        lines.append(f"| {r['size']:,} | {vectors} | {r['search_p50_ms']:.1f} | {r['search_p99_ms']:.1f} | {cpu} | "
+                     f"{r['hybrid_p50_ms']:.1f} | {r['hybrid_p99_ms']:.1f} | {r['upsert_points_per_s']:,.0f}{upsert_cpu} | "
                      f"{r['index_build_s']:.0f} | {r['open_s']:.2f} | {r['rss_mb']:,.0f} | {r['max_rss_mb']:,.0f} | "
                      f"{r['load_avg_1m']} |")
     if ingest:
         lines += ["", f"Ingest with the offline model (all-MiniLM-L6-v2 on CPU): {ingest['documents']} documents, "
                       f"{ingest['chunks']} chunks in {ingest['seconds']:.1f} s = **{ingest['chunks_per_s']:.1f} "
                       f"chunks/s** ({100 * ingest['embed_share']:.0f}% of the time is embedding)."]
+    if rows and max(r["size"] for r in rows) < 1_000_000:
+        lines += ["", "No 1,000,000 row: not measured on this machine in the session's time; docs/memory.md "
+                      "(\"Edge figures and targets\") says why and extrapolates."]
     lines += ["", f"Machine shared with other jobs ({os.cpu_count()} cores; 1-minute load average per row above): "
               "absolute times are inflated accordingly."]
     return "\n".join(lines)
@@ -250,11 +401,23 @@ def main() -> None:
     parser.add_argument("--ingest-copies", type=int, default=0, help="also measure ingest (0 = skip)")
     parser.add_argument("--json", action="store_true", help="one JSON object per size on stdout")
     parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--from-json", type=Path, help="render rows a previous --json run printed (e.g. a long "
+    parser.add_argument("--from-json", type=Path, nargs="+", help="render rows a previous --json run printed (e.g. a long "
                         "sweep run in the background) instead of measuring")
+    parser.add_argument("--compare-quantization", type=int, metavar="SIZE", default=0,
+                        help="instead of the sweep: SIZE points with and without int8 copies")
     args = parser.parse_args()
+    if args.compare_quantization:
+        with tempfile.TemporaryDirectory(prefix="bench-memory-q-") as tmp:
+            settings = load_settings(overrides={"data_dir": tmp, "memory": {"qdrant_url": None,
+                                                                             "qdrant_path": None}})
+            text = quantization_markdown(compare_quantization(settings, args.compare_quantization))
+        log(text)
+        if not args.no_write:
+            write_section("memory-quantization", text)
+        return
     if args.from_json:
-        rows = [json.loads(line) for line in args.from_json.read_text().splitlines() if line.startswith("{")]
+        rows = [json.loads(line) for path in args.from_json for line in path.read_text().splitlines()
+                if line.startswith("{")]
         text = markdown(rows, None, args.queries)
         print(text)
         if not args.no_write:

@@ -212,6 +212,9 @@ class MemoryConfig(StrictModel):
     edge_path: Path | None = None
     # Edge builds HNSW/sparse indexes after this many points were written since the last build.
     edge_index_after: int = Field(default=20_000, ge=1)
+    # Dense vectors of new Edge shards also kept as int8 (scalar quantization) for HNSW
+    # build and search, originals rescore; "none" = float only (docs/memory.md, measured).
+    edge_quantization: Literal["int8", "none"] = "int8"
     collection_prefix: str = Field(default="appliance", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     # Embedding model name from `embeddings.models`; null = embeddings.default_model.
     embedding_model: str | None = None

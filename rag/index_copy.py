@@ -17,6 +17,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from rag.edge_build import BUILD_DIR
 from rag.store_edge import EdgeStore
 
 
@@ -28,6 +29,8 @@ def _copy_tree(root: Path, target: Path) -> list[str]:
     target.mkdir(parents=True, exist_ok=True)
     copied = []
     for path in sorted(root.iterdir()):
+        if path.name == BUILD_DIR:  # a background index build's scratch copy, not the index
+            continue
         if path.is_dir():
             shutil.copytree(path, target / path.name, dirs_exist_ok=True)
         else:

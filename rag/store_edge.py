@@ -7,11 +7,12 @@ another model is refused (CollectionMismatch -> `appliance memory reindex`) with
 touching it, even while another process holds it.
 
 Indexing: new points land in an appendable segment that is searched by brute force;
-`optimize()` turns them into HNSW + sparse-index segments. Edge runs its optimizers
-only when asked, and the call holds the shard (and the Python thread) until done,
-so the store asks for it after `memory.edge_index_after` points were written since
-the last build (a bounded pause inside a write task, never during a search), after a
-bulk load (migration, reindex), and on open when enough points are still unindexed.
+Edge's optimizers turn them into HNSW + sparse-index segments only when asked, and
+`EdgeShard.optimize()` holds the shard and Python's GIL until done. So after
+`memory.edge_index_after` points written since the last build (and on open when that
+many are unindexed) the build runs in a child process on a copy of the shard while
+this one keeps answering (rag/edge_build.py); the built copy is swapped in at the next
+call. An explicit `optimize()` (after a bulk load: migration, reindex) builds in-process.
 
 Durability: Edge writes a WAL, so an acknowledged write survives a crash; `close()`
 flushes the segments.
@@ -36,20 +37,26 @@ from qdrant_edge import (
     EdgeVectorParams,
     FieldCondition,
     Filter,
+    Memory,
     MatchAny,
     MatchValue,
     Modifier,
     PayloadSchemaType,
     Point,
+    QuantizationSearchParams,
     Query,
     QueryBatchRequest,
     QueryRequest,
+    ScalarQuantizationConfig,
+    ScalarType,
     ScrollRequest,
+    SearchParams,
     UpdateOperation,
 )
 from qdrant_edge import SparseVector as EdgeSparse
 
 from configs.schema import MemoryConfig
+from rag.edge_build import BackgroundBuild, recover
 from rag.lexical import SparseVector
 from rag.store import (
     COLLECTION_KINDS,
@@ -72,6 +79,11 @@ DISTANCES = {"cosine": Distance.Cosine, "dot": Distance.Dot, "euclid": Distance.
 INDEX_TYPES = {"keyword": PayloadSchemaType.Keyword, "integer": PayloadSchemaType.Integer,
                "float": PayloadSchemaType.Float}
 BATCH = 512
+# With int8 copies the HNSW walk uses them; the float originals then rescore twice the
+# asked number of candidates. Without rescoring, 100k points' top 10 lost 5% against an
+# exact search; with it none, at the same CPU as float (docs/memory.md).
+DENSE_PARAMS = SearchParams(quantization=QuantizationSearchParams(rescore=True, oversampling=2.0))
+BUILD_RETRY_S = 600.0   # after a failed background build, wait before trying again
 
 
 def conditions(where: Where | None) -> list[FieldCondition]:
@@ -101,8 +113,11 @@ class EdgeStore(MemoryStore):
         root.mkdir(parents=True, exist_ok=True)
         for kind in COLLECTION_KINDS:
             self._check_sidecar(kind)
+            recover(root, self.name(kind))
         self.shards: dict[str, EdgeShard] = {}
         self._unindexed: dict[str, int] = {}
+        self._builds: dict[str, BackgroundBuild] = {}
+        self._build_retry_at: dict[str, float] = {}
         try:
             for kind in COLLECTION_KINDS:
                 self.shards[kind] = self._open(kind)
@@ -142,6 +157,12 @@ class EdgeStore(MemoryStore):
         return EdgeConfig(
             vectors={self.dense_name: EdgeVectorParams(size=self.spec.dimension,
                                                        distance=DISTANCES[self.spec.distance])},
+            # int8 copies in RAM for the HNSW build and search, the float originals rescore
+            # the candidates: measured at 100k points the build ran in well under half the
+            # time, search no slower (docs/memory.md). Fixed when a shard is created.
+            quantization_config=(ScalarQuantizationConfig(type=ScalarType.Int8, quantile=0.99,
+                                                          memory=Memory.Pinned)
+                                 if self.config.edge_quantization == "int8" else None),
             sparse_vectors={LEXICAL: EdgeSparseVectorParams(modifier=Modifier.Idf)},
             # Few, large segments: each search visits every segment.
             optimizers=EdgeOptimizersConfig(default_segment_number=2),
@@ -179,15 +200,21 @@ class EdgeStore(MemoryStore):
         return shard
 
     def _pending_points(self, kind: CollectionKind) -> int:
+        # indexed_vectors_count counts dense and sparse vectors, and the appendable
+        # segment's sparse vectors are already indexed: of a point's two vectors only the
+        # dense one waits for a build (measured on 0.9). Points without a lexical vector
+        # make this an over-estimate, which costs at most one early build.
         info = self.shards[kind].info()
-        return max(info.points_count - info.indexed_vectors_count, 0)
+        return max(2 * info.points_count - info.indexed_vectors_count, 0)
 
     def recreate(self, kind: CollectionKind) -> None:
+        self._cancel_build(kind)
         self.drop(kind)
         self.shards[kind] = self._create(kind)
         self._unindexed[kind] = 0
 
     def drop(self, kind: CollectionKind) -> None:
+        self._cancel_build(kind)
         shard = self.shards.pop(kind, None)
         if shard is not None:
             shard.close()
@@ -195,6 +222,9 @@ class EdgeStore(MemoryStore):
         self.sidecar(kind).unlink(missing_ok=True)
 
     def _shard(self, kind: CollectionKind) -> EdgeShard:
+        build = self._builds.get(kind)
+        if build is not None and not build.running():
+            self._finish_build(kind, build)
         shard = self.shards.get(kind)
         if shard is None:  # dropped (a lost index): start empty, `reindex` refills it
             shard = self.shards[kind] = self._create(kind)
@@ -217,16 +247,77 @@ class EdgeStore(MemoryStore):
         for start in range(0, len(records), BATCH):
             points = [Point(r.id, {**r.dense, **{k: edge_sparse(v) for k, v in r.sparse.items()}}, r.payload)
                       for r in records[start:start + BATCH]]
-            shard.update(UpdateOperation.upsert_points(points))
+            self._update(kind, shard, UpdateOperation.upsert_points(points))
         self._unindexed[kind] = self._unindexed.get(kind, 0) + len(records)
         if optimize:
             self._maybe_optimize(kind)
 
+    def _update(self, kind: CollectionKind, shard: EdgeShard, operation: UpdateOperation) -> None:
+        shard.update(operation)
+        build = self._builds.get(kind)
+        if build is not None:
+            build.journal.append(operation)  # replayed on the built copy when it is swapped in
+
+    # --- index builds --------------------------------------------------------
+
+    def building(self, kind: CollectionKind) -> bool:
+        """True while a background index build of `kind` runs (its result not yet swapped in)."""
+        return kind in self._builds
+
     def _maybe_optimize(self, kind: CollectionKind) -> None:
-        if self._unindexed.get(kind, 0) >= self.config.edge_index_after:
-            self.optimize_kind(kind)
+        if (self._unindexed.get(kind, 0) >= self.config.edge_index_after and kind not in self._builds
+                and time.monotonic() >= self._build_retry_at.get(kind, 0.0)):
+            self._start_build(kind)
+
+    def _start_build(self, kind: CollectionKind) -> None:
+        shard = self._shard(kind)
+        build = BackgroundBuild(self.root, self.name(kind))
+        build.points = self._unindexed.get(kind, 0)
+        build.start(flush=shard.flush)
+        self._builds[kind] = build
+        self._unindexed[kind] = 0
+
+    def _finish_build(self, kind: CollectionKind, build: BackgroundBuild) -> None:
+        del self._builds[kind]
+        if not build.succeeded():
+            log.warning("background index build of %s failed (%s); its points stay searchable by brute "
+                        "force, next try in %.0f s", self.name(kind), build.failure(), BUILD_RETRY_S)
+            build.cancel()
+            self._unindexed[kind] = self._unindexed.get(kind, 0) + build.points
+            self._build_retry_at[kind] = time.monotonic() + BUILD_RETRY_S
+            return
+
+        def close_live() -> None:
+            live = self.shards.pop(kind)
+            live.flush()
+            live.close()
+
+        def replay(shard: EdgeShard, operations: list) -> None:
+            for operation in operations:
+                shard.update(operation)
+
+        self.shards[kind] = build.swap(close_live, lambda path: EdgeShard.load(str(path)), replay)
+
+    def _cancel_build(self, kind: CollectionKind) -> None:
+        build = self._builds.pop(kind, None)
+        if build is not None:
+            build.cancel()
+            self._unindexed[kind] = self._unindexed.get(kind, 0) + build.points
+
+    def wait_for_builds(self, timeout_s: float) -> bool:
+        """Wait (polling) until background builds finished and swap them in; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while any(b.running() for b in self._builds.values()):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+        for kind in list(self._builds):
+            self._shard(kind)
+        return True
 
     def optimize_kind(self, kind: CollectionKind) -> None:
+        """Build in-process now (bulk loads): replaces a background build of the same shard."""
+        self._cancel_build(kind)
         started = time.perf_counter()
         self._shard(kind).optimize()
         self._unindexed[kind] = 0
@@ -238,10 +329,11 @@ class EdgeStore(MemoryStore):
 
     def delete(self, kind: CollectionKind, where: Where, unless: Where | None = None) -> None:
         flt = to_filter(where, unless) or Filter()
-        self._shard(kind).update(UpdateOperation.delete_points_by_filter(flt))
+        self._update(kind, self._shard(kind), UpdateOperation.delete_points_by_filter(flt))
 
     def set_payload(self, kind: CollectionKind, where: Where, values: dict[str, Any]) -> None:
-        self._shard(kind).update(UpdateOperation.set_payload_by_filter(to_filter(where) or Filter(), values))
+        self._update(kind, self._shard(kind),
+                     UpdateOperation.set_payload_by_filter(to_filter(where) or Filter(), values))
 
     def search(self, kind: CollectionKind, dense: list[float] | None, lexical: SparseVector | None,
                limit: int, where: Where | None = None,
@@ -249,7 +341,9 @@ class EdgeStore(MemoryStore):
         flt = to_filter(where, exclude)
         sides = [(Query.Nearest(dense, using=self.dense_name) if dense is not None else None),
                  (Query.Nearest(edge_sparse(lexical), using=LEXICAL) if lexical else None)]
-        requests = [QueryRequest(limit=limit, query=q, filter=flt, with_payload=True) for q in sides if q is not None]
+        requests = [QueryRequest(limit=limit, query=q, filter=flt, with_payload=True,
+                                 params=DENSE_PARAMS if q is sides[0] else None)
+                    for q in sides if q is not None]
         # Both sides in one planned batch: one pass over the segments.
         answers = iter(self._shard(kind).query_batch(QueryBatchRequest(requests)) if requests else [])
         out = []
@@ -278,6 +372,8 @@ class EdgeStore(MemoryStore):
             shard.flush()
 
     def close(self) -> None:
+        for kind in list(self._builds):  # an unfinished build is lost; its points stay pending
+            self._cancel_build(kind)
         for shard in self.shards.values():
             try:
                 shard.flush()
