@@ -327,7 +327,7 @@ class ChatService:
             return False
         job.cancel()
         await asyncio.gather(job, return_exceptions=True)
-        for celery_id in (task_id, f"{task_id}.plan", f"{task_id}.answer"):
+        for celery_id in (task_id, f"{task_id}:plan", f"{task_id}:answer"):
             await self.dispatcher.revoke(celery_id)
         return True
 
@@ -389,7 +389,9 @@ class ChatService:
             if decision.route == "plan":
                 run._planning.set()
                 messages, failed = await self._plan_steps(run, turn, question, prompt)
-                answer_id = f"{run.task_id}.answer"
+                # ':' cannot occur in a step id (plans.STEP_ID), so the final answer never
+                # shares a Celery id and event stream with a step named "answer" (image_plan's).
+                answer_id = f"{run.task_id}:answer"
             policy = turn.policy or traffic.policy_for("owner", turn.memory, self.settings.traffic)
             if self.memory is not None and policy.reads_memory and turn.who.reads_memory():
                 recalled = await self.memory.retrieve_context(question, run.conversation_id,

@@ -61,7 +61,7 @@ class Planner:
                                  "json_schema": {"name": "plan", "schema": PLAN_JSON_SCHEMA}}),
         )
         result = await self.dispatcher.call("chat.generate", task.model_dump(), queue="chat",
-                                            task_id=f"{task_id}.plan")
+                                            task_id=f"{task_id}:plan")  # not a step id: STEP_ID has no ':'
         if not result.text.strip():
             raise InvalidPlan("the model returned an empty plan")
         try:
