@@ -11,7 +11,7 @@ import uuid
 
 from PIL import Image, ImageDraw, ImageFont
 
-from core_agent.orchestration.plans import Plan, PlanStep
+from core_agent.orchestration.plans import Plan, PlanStep, turn_call_id
 from tests.conftest import Stack
 from tests.support.planning import model_text, rules_broken
 
@@ -38,7 +38,7 @@ def test_owner_plan_mode_always_runs_a_plan_on_the_queues(stack: Stack) -> None:
     the repair round were due. Breaks tried locally, each red: Planner.plan returning the
     direct decision once both model plans were refused (the old fallback): plan_origin
     'direct', no steps. The repair round removed (loop over "model" only): origin
-    'template' with no `.plan-repair` call on the worker's streams."""
+    'template' with no `:plan-repair` call on the worker's streams."""
     limits = stack.settings.planner
     # Four model calls in a row on one chat worker (plan, repair, step, answer): a generous
     # deadline for a loaded machine, not a timing claim.
@@ -52,8 +52,8 @@ def test_owner_plan_mode_always_runs_a_plan_on_the_queues(stack: Stack) -> None:
     assert origin == task["plan_origin"] and origin in ("model", "repaired", "template"), task["plan"]
     assert task["mode"] == "plan" and task["route_reason"] == "request mode 'plan'"
     assert task["status"] == "succeeded", task
-    first, repair = (model_text(stack.settings.redis_url, f"{task['id']}.plan"),
-                     model_text(stack.settings.redis_url, f"{task['id']}.plan-repair"))
+    first, repair = (model_text(stack.settings.redis_url, turn_call_id(task['id'], "plan")),
+                     model_text(stack.settings.redis_url, turn_call_id(task['id'], "plan-repair")))
     assert first is not None, "the model was never asked for a plan"
     recorded = [(s["id"], s["worker"], s["depends_on"]) for s in task["plan"]["steps"]]
     if origin == "model":

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from configs.loader import load_settings
+from core_agent.orchestration.plans import turn_call_id
 from core_agent.orchestration.router import Router
 from tests.conftest import Stack, free_port
 from tests.support.planning import api_process, model_text
@@ -93,7 +94,7 @@ def test_the_model_routes_what_no_rule_decides(stack: Stack, model_router: str) 
     for question in QUESTIONS:
         assert rules.by_rules(question) is None, f"a rule decides {question!r}: pick another question"
         task = routed(stack, model_router, question)
-        said = model_text(stack.settings.redis_url, f"{task['id']}.route")
+        said = model_text(stack.settings.redis_url, turn_call_id(task["id"], "route"))
         assert said is not None, f"the model was not asked to route {question!r}: {task}"
         assert task["route_reason"] == "core model", task
         assert task["mode"] == json.loads(said)["route"], (question, said, task)
@@ -114,7 +115,7 @@ def test_garbage_from_the_routing_model_falls_back_to_a_direct_answer(stack: Sta
             "max_tokens": 4, "temperature": 0, "messages": [{"role": "user", "content": QUESTIONS[0]}]})
         assert resp.status_code == 200, resp.text
         task = http.get(f"/tasks/{resp.headers['x-task-id']}").json()
-    said = model_text(stack.settings.redis_url, f"{task['id']}.route")
+    said = model_text(stack.settings.redis_url, turn_call_id(task["id"], "route"))
     assert said is not None, "the model was not asked to route"
     with pytest.raises(ValueError):
         json.loads(said)  # the model's answer really is garbage

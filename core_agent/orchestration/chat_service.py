@@ -26,7 +26,7 @@ from core_agent.orchestration.dispatcher import DispatchError, Dispatcher
 from core_agent.orchestration.piece_batching import take_queued
 from core_agent.orchestration.plan_runner import PlanRunner, StepContext
 from core_agent.orchestration.planner import Planner
-from core_agent.orchestration.plans import InvalidPlan, Plan, validate_plan
+from core_agent.orchestration.plans import InvalidPlan, Plan, turn_call_id, validate_plan
 from core_agent.orchestration.prompt_layout import history_window, with_recalled
 from core_agent.orchestration.router import ROUTE_PROMPT, ROUTE_SCHEMA, Mode, Router
 from core_agent.orchestration import traffic
@@ -45,6 +45,8 @@ log = logging.getLogger("appliance.chat")
 
 CONVERSATION_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 CHAT_QUEUE = "chat"
+# The turn's own model calls beside its steps (plans.turn_call_id); cancel revokes them all.
+TURN_CALLS = ("route", "plan", "plan-repair", "answer")
 
 
 class ChatFailed(Exception):
@@ -362,8 +364,7 @@ class ChatService:
             return False
         job.cancel()
         await asyncio.gather(job, return_exceptions=True)
-        for celery_id in (task_id, f"{task_id}.route", f"{task_id}.plan", f"{task_id}.plan-repair",
-                          f"{task_id}.answer"):
+        for celery_id in (task_id, *(turn_call_id(task_id, call) for call in TURN_CALLS)):
             await self.dispatcher.revoke(celery_id)
         return True
 
@@ -379,7 +380,7 @@ class ChatService:
                                                     "json_schema": {"name": "route", "schema": ROUTE_SCHEMA}}))
         # Its own id under the turn's, so the model's raw answer can be read on its event stream.
         return (await self.dispatcher.call("chat.generate", task.model_dump(), queue=CHAT_QUEUE,
-                                           task_id=f"{task_id}.route" if task_id else None)).text
+                                           task_id=turn_call_id(task_id, "route") if task_id else None)).text
 
     async def _plan_steps(self, run: ChatRun, turn: ChatTurn, question: str,
                           prompt: list[ChatMessage]) -> tuple[list[ChatMessage], str | None]:
@@ -427,7 +428,7 @@ class ChatService:
             answer_id = run.task_id
             if decision.route == "plan":
                 messages, failed = await self._plan_steps(run, turn, question, prompt)
-                answer_id = f"{run.task_id}.answer"
+                answer_id = turn_call_id(run.task_id, "answer")
             policy = turn.policy or traffic.policy_for("owner", turn.memory, self.settings.traffic)
             if self.memory is not None and policy.reads_memory and turn.who.reads_memory():
                 recalled = await self.memory.retrieve_context(question, run.conversation_id,

@@ -21,7 +21,7 @@ from configs.schema import Settings
 from configs.telemetry import tracer
 from core_agent.access.principal import Principal, ScopeDenied
 from core_agent.orchestration.dispatcher import DispatchError, Dispatcher
-from core_agent.orchestration.plans import Plan, PlanStep
+from core_agent.orchestration.plans import Plan, PlanStep, step_call_id
 from core_agent.stores.task_store import TaskStore, summarize
 from lora_manager.errors import AdapterError
 from lora_manager.policy import AdapterGate
@@ -141,7 +141,7 @@ class PlanRunner:
 
     @staticmethod
     def _celery_id(task_id: str, step: PlanStep) -> str:
-        return f"{task_id}.{step.id}"
+        return step_call_id(task_id, step.id)
 
     async def _run_step(self, task_id: str, step: PlanStep, inputs: dict[str, str], ctx: StepContext) -> StepOutcome:
         with tracer().start_as_current_span(f"step {step.id}", attributes={"appliance.step": step.id,

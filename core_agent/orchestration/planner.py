@@ -22,7 +22,7 @@ from typing import Literal
 from configs.schema import Settings
 from core_agent.orchestration.dispatcher import DispatchError, Dispatcher
 from core_agent.orchestration.plan_templates import template_plan
-from core_agent.orchestration.plans import PLAN_JSON_SCHEMA, InvalidPlan, Plan, parse_plan, validate_plan
+from core_agent.orchestration.plans import PLAN_JSON_SCHEMA, InvalidPlan, Plan, parse_plan, turn_call_id, validate_plan
 from configs.contracts.tasks import ChatMessage, ChatTask, GenerationParams
 
 log = logging.getLogger("appliance.planner")
@@ -108,7 +108,8 @@ class Planner:
         limits = self.settings.planner
         messages = [ChatMessage(role="system", content=PLANNER_PROMPT.format(max_steps=limits.max_steps)),
                     ChatMessage(role="user", content=question)]
-        for origin, celery_id in (("model", f"{task_id}.plan"), ("repaired", f"{task_id}.plan-repair")):
+        for origin, celery_id in (("model", turn_call_id(task_id, "plan")),
+                                  ("repaired", turn_call_id(task_id, "plan-repair"))):
             try:
                 raw = await self._ask_model(messages, celery_id)
             except DispatchError as exc:

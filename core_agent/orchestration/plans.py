@@ -19,6 +19,18 @@ WorkerKind = Literal["chat", "code", "embed", "vision", "rag"]
 STEP_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
+def step_call_id(task_id: str, step_id: str) -> str:
+    """The Celery id (and event stream) of a plan step."""
+    return f"{task_id}.{step_id}"
+
+
+def turn_call_id(task_id: str, call: str) -> str:
+    """The Celery id of one of the turn's own model calls (route, plan, plan-repair,
+    answer). ':' cannot occur in a step id (STEP_ID), so these never share an id and
+    an event stream with a step a plan happens to name "answer" or "plan"."""
+    return f"{task_id}:{call}"
+
+
 class PlanStep(BaseModel):
     id: str = Field(min_length=1, max_length=32)
     worker: WorkerKind

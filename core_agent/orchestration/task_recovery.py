@@ -27,6 +27,7 @@ from configs.contracts.tasks import TaskResult, stream_key
 from core_agent.orchestration import tool_calls
 from core_agent.orchestration.chat_service import CHAT_QUEUE, ChatService
 from core_agent.orchestration.dispatcher import DispatchError
+from core_agent.orchestration.plans import turn_call_id
 
 log = logging.getLogger("appliance.recovery")
 
@@ -52,7 +53,7 @@ class TaskRecovery:
 
     async def _answer_stream(self, task_id: str) -> str | None:
         """The Celery id of the task's final answer, if it was ever sent to a worker."""
-        for answer_id in (f"{task_id}.answer", task_id):  # a planned turn answers under .answer
+        for answer_id in (turn_call_id(task_id, "answer"), task_id):  # a planned turn answers under :answer
             if await self.dispatcher.redis.exists(stream_key(answer_id)):
                 return answer_id
         return None
@@ -69,7 +70,7 @@ class TaskRecovery:
                 status = "succeeded"
         except asyncio.CancelledError:
             status, error = "cancelled", "cancelled by the owner"
-            for celery_id in (task_id, f"{task_id}.answer"):
+            for celery_id in (task_id, turn_call_id(task_id, "answer")):
                 await self.dispatcher.revoke(celery_id)
         except DispatchError as exc:
             error = f"{INTERRUPTED}, and its answer did not finish: {exc.info.message}"
