@@ -142,6 +142,9 @@ class ChatRun:
     _pieces: asyncio.Queue = field(default_factory=asyncio.Queue)
     _outcome: asyncio.Future | None = None
     _planning: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set once the task record holds the turn's end: a client that has the answer (or
+    # the error) then finds the same outcome at /tasks/{id}, never a stale 'running'.
+    _recorded: asyncio.Event = field(default_factory=asyncio.Event)
     # The stored question, undone if the turn is refused (see ChatService._undo_refused).
     _question_id: int | None = None
     _new_conversation: bool = False
@@ -160,7 +163,10 @@ class ChatRun:
 
     async def result(self) -> TaskResult:
         assert self._outcome is not None
-        return await asyncio.shield(self._outcome)
+        try:
+            return await asyncio.shield(self._outcome)
+        finally:
+            await self._recorded.wait()
 
     async def first_piece(self) -> str | Thought | None:
         """Wait for the first text (or the end); raises ChatFailed before any text is sent,
@@ -486,6 +492,8 @@ class ChatService:
                 await asyncio.shield(self.tasks.finish(run.task_id, status, error=error, sources=run.sources))
             except Exception:
                 log.exception("could not record the end of task %s", run.task_id)
+            finally:
+                run._recorded.set()  # even when cancelled while recording: no client waits forever
 
     async def _undo_refused(self, run: ChatRun, info: ErrorInfo) -> None:
         """A refused turn leaves nothing behind: a request the model refused (4xx, e.g.
