@@ -178,8 +178,9 @@ def main() -> None:
         "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
         "Heard and recovered times include restarting the killed process on a shared, loaded 2-core machine "
         "(a Celery worker needs tens of seconds to start there); the liveness bound itself is heartbeat "
-        "timeout + takeover timeout. A Redis loss mid-stream fails the turn with `internal` on this branch "
-        "(the reader's connection is gone); Redis reconnection and 503s are issue 16's Redis part.\n")
+        "timeout + takeover timeout. Redis restarted mid-stream: every Redis client is health-checked and "
+        "retries with a bounded backoff (configs/redis_connect.py), so the worker's writes and the API's "
+        "stream reads reconnect and the turn goes on; while Redis stays down, routes answer 503.\n")
     print(table)
     write_section("chaos", table)
 
