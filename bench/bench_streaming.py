@@ -41,8 +41,8 @@ import httpx
 import psutil
 import redis.asyncio as aioredis
 
+from bench.harness.stack import running_stack, stack_env
 from bench.report import BENCHMARKS_MD, write_section
-from configs.loader import get_settings, load_settings
 from configs.contracts.tasks import StreamEvent, stream_key
 from configs.schema import Settings
 from core_agent.ops import launcher
@@ -174,8 +174,6 @@ async def sweep_row(settings: Settings, token: str, streams: int, rate: float, t
 
 
 def stack_overrides(data_dir: Path, rate: float, max_streams: int, flush_ms: float) -> dict[str, str]:
-    from bench.harness.stack import stack_env  # the same isolated-stack environment the tests use
-
     return {**stack_env(data_dir),
             "APPLIANCE_ALLOW_SYNTHETIC_BACKENDS": "true",
             f"APPLIANCE_MODELS__{MODEL.upper()}__BACKEND": "synthetic_rate",
@@ -192,28 +190,15 @@ def stack_overrides(data_dir: Path, rate: float, max_streams: int, flush_ms: flo
 def run_sweep(args: argparse.Namespace, flush_ms: float, progress) -> list[Row]:
     counts = [int(n) for n in args.streams.split(",")]
     overrides = stack_overrides(Path(tempfile.mkdtemp(prefix="bench-streaming-")), args.rate, max(counts), flush_ms)
-    saved = {k: os.environ.get(k) for k in overrides}
-    os.environ.update(overrides)
-    get_settings.cache_clear()
-    settings = load_settings()
     progress(f"starting redis, chat worker (threads x{max(counts)}) and API, token_flush_ms={flush_ms:g} ...")
-    token = launcher.up(settings, progress=progress, only={"redis", "worker-chat", "api"})
     rows = []
-    try:
+    with running_stack(overrides, progress=progress, only={"redis", "worker-chat", "api"}) as stack:
         for n in counts:
-            row = asyncio.run(sweep_row(settings, token, n, args.rate, args.tokens, flush_ms))
+            row = asyncio.run(sweep_row(stack.settings, stack.token, n, args.rate, args.tokens, flush_ms))
             progress(f"  {n:>2} streams: delivered {row.delivered_ratio:.3f}, TTFT added p50 "
                      f"{row.ttft_added_ms_p50:.1f} ms, api {row.api_cpu_percent:.0f}% redis "
                      f"{row.redis_cpu_percent:.0f}% worker {row.worker_cpu_percent:.0f}%")
             rows.append(row)
-    finally:
-        launcher.down(settings, progress=lambda _: None)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        get_settings.cache_clear()
     return rows
 
 

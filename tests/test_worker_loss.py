@@ -6,22 +6,10 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 
+from bench.harness.faults import children_of
 from core_agent.ops import launcher
 from tests.conftest import Stack
-
-
-def children_of(pid: int) -> list[int]:
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            kids.append(int(stat.parent.name))
-    return kids
 
 
 def test_sigkilled_worker_task_is_redelivered_and_answered(stack: Stack) -> None:

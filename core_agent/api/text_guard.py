@@ -13,7 +13,9 @@ import json
 import re
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from core_agent.api.body_limit import replay_body
 
 # A \uD800-\uDFFF escape somewhere in the raw body: only then is the body parsed here.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
@@ -97,16 +99,7 @@ class RejectInvalidText:
         if reason is not None:
             await _send_error(send, reason)
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay_body(body, receive), send)
 
 
 async def _send_error(send: Send, message: str) -> None:
