@@ -24,7 +24,8 @@ from configs.loader import load_settings
 from core_agent.orchestration.plans import turn_call_id
 from core_agent.orchestration.router import Router
 from tests.conftest import Stack, free_port
-from tests.support.planning import api_process, model_text
+from tests.support.api_server import api_process
+from tests.support.planning import model_text
 
 # No rule of configs/routes.yaml decides these (checked below): the model does.
 QUESTIONS = ["What is 2 + 2?", "Tell me about the history of tea in China."]

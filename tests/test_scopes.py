@@ -15,22 +15,19 @@ import json
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from configs.loader import load_settings
 from core_agent.access.principal import Principal, key_principal
 from core_agent.api.app import create_app
 from core_agent.stores.api_keys import ApiKeyStore, key_store_path
 from core_agent.stores.conversations import ConversationStore
+from tests.support.api_server import serving
 from tests.conftest import OWNER_TOKEN, free_port, running_stack, stack_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,24 +88,6 @@ class Api:
                 return
             time.sleep(0.5)
         raise AssertionError(f"memory outbox still has {pending} turns after {timeout_s}s")
-
-
-@contextmanager
-def serving(app: FastAPI, port: int) -> Iterator[str]:
-    """The app under uvicorn in a thread (real HTTP); yields its URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline, f"the app at {url} did not start within 60 s"
-        time.sleep(0.1)
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 def appliance(*args: str) -> subprocess.CompletedProcess:

@@ -37,9 +37,9 @@ from tests.test_webhooks import (  # noqa: F401 (receiver is a fixture)
     HookApi,
     Receiver,
     _signature_ok,
-    api_process,
     receiver,
 )
+from tests.support.api_server import api_process
 
 
 def callback_settings(data_dir: Path, callback_hosts: list[str]) -> Settings:

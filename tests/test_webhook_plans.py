@@ -23,7 +23,7 @@ import pytest
 
 from configs.loader import load_settings
 from tests.conftest import Stack, free_port
-from tests.support.planning import api_process
+from tests.support.api_server import api_process
 
 SECRET = "plan-hook-secret-for-tests"
 HOOK = {"secret": SECRET, "mode": "async", "task_mode": "plan", "allowed_workers": ["chat", "rag"],

@@ -15,7 +15,6 @@ import subprocess
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,13 +22,12 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
-import uvicorn
 
 from configs.loader import load_settings
 from configs.schema import Settings
-from core_agent.api.app import create_app
 from core_agent.stores.webhook_jobs import JobStore
 from core_agent.webhooks.service import WebhookError, render_prompt
+from tests.support.api_server import api_process
 from tests.conftest import Stack, free_port
 
 HMAC_SECRET = "hmac-secret-for-tests"
@@ -71,30 +69,6 @@ class HookApi:
     def messages(self, conversation_id: str) -> list[dict]:
         return httpx.get(f"{self.url}/conversations/{conversation_id}/messages",
                          headers={"Authorization": f"Bearer {self.token}"}).json()
-
-
-@contextmanager
-def api_process(settings: Settings) -> Iterator[str]:
-    """The real API app under uvicorn in a thread (real HTTP); yields its URL."""
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.api_port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{settings.api_port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"the API at {url} did not answer /health within 60 s"
-        time.sleep(0.1)
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 def hook_settings(data_dir: Path) -> Settings:

@@ -1,22 +1,14 @@
 """Helpers for the planner and router tests: what the model really wrote (read from the
-worker's own event stream in Redis), the plan rules checked by hand, and an extra API
-process with other settings on the session stack's Redis and workers."""
+worker's own event stream in Redis) and the plan rules checked by hand. An extra API with
+other settings: tests/support/api_server.py."""
 
 from __future__ import annotations
 
 import json
-import threading
-import time
-from contextlib import contextmanager
-from typing import Iterator
 
-import httpx
 import redis
-import uvicorn
 
 from configs.contracts.tasks import stream_key
-from configs.schema import Settings
-from core_agent.api.app import create_app
 
 
 def model_text(redis_url: str, celery_id: str) -> str | None:
@@ -70,29 +62,3 @@ def rules_broken(raw: str, max_steps: int, max_depth: int) -> list[str]:
     if depth > max_depth:
         broken.append(f"{depth} deep > {max_depth}")
     return broken
-
-
-@contextmanager
-def api_process(settings: Settings, ready_s: float = 60) -> Iterator[str]:
-    """The real API app with these settings under uvicorn in a thread (real HTTP), sharing
-    the stack's Redis and workers; yields its URL."""
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.api_port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{settings.api_port}"
-    deadline = time.monotonic() + ready_s
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError(f"the extra API process did not answer /health within {ready_s:g}s")
-        time.sleep(0.1)
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
