@@ -12,11 +12,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import queue
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Iterator
 
 import httpx
 import pytest
@@ -24,6 +21,7 @@ import pytest
 from configs.loader import load_settings
 from tests.conftest import Stack, free_port
 from tests.support.api_server import api_process
+from tests.test_webhooks import Receiver, receiver  # noqa: F401 (receiver is a fixture: a real callback listener)
 
 SECRET = "plan-hook-secret-for-tests"
 HOOK = {"secret": SECRET, "mode": "async", "task_mode": "plan", "allowed_workers": ["chat", "rag"],
@@ -43,28 +41,6 @@ def plan_hook_api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield url
 
 
-@pytest.fixture
-def callbacks() -> Iterator[tuple[str, "queue.Queue[tuple[dict[str, str], bytes]]"]]:
-    received: "queue.Queue[tuple[dict[str, str], bytes]]" = queue.Queue()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            received.put(({k.lower(): v for k, v in self.headers.items()}, body))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/callback", received
-    server.shutdown()
-    server.server_close()
-
-
 def signed(body: bytes) -> dict[str, str]:
     ts = str(int(time.time()))
     return {"Content-Type": "application/json", "X-Appliance-Timestamp": ts,
@@ -73,7 +49,7 @@ def signed(body: bytes) -> dict[str, str]:
 
 
 def test_a_plan_mode_webhook_runs_steps_on_the_queues_and_calls_back_the_composed_answer(
-        stack: Stack, plan_hook_api: str, callbacks) -> None:
+        stack: Stack, plan_hook_api: str, receiver: Receiver) -> None:
     """Claim: a signed call to a `task_mode: plan` hook runs a plan (steps on their queues,
     only the hook's allowed workers) and its signed callback carries the final answer,
     written by the chat worker after the last step finished (the composer's turn).
@@ -82,7 +58,7 @@ def test_a_plan_mode_webhook_runs_steps_on_the_queues_and_calls_back_the_compose
     (the answer's started_at vs each step's finished_at, both written by the workers).
     Break tried locally: ChatService._traced_turn not planning (`decision.route == "plan"`
     check changed to never match) — red: the record's plan_origin was None, no steps."""
-    url, received = callbacks
+    url, received = receiver.url, receiver.received
     body = json.dumps({"question": "What is 2 + 2?", "callback_url": url}).encode()
     resp = httpx.post(f"{plan_hook_api}/webhooks/planned", content=body, headers=signed(body), timeout=60)
     assert resp.status_code == 202, resp.text
