@@ -134,11 +134,14 @@ def test_the_appliance_down_command_reports_a_stale_record(settings: Settings, u
 
 
 def test_a_process_the_launcher_started_is_still_stopped(settings: Settings) -> None:
-    svc = launcher.Service(name="worker-chat", argv=["sleep", "300"], healthy=lambda: True)
+    # A Python process with an absolute executable, like the recorded Celery workers.
+    svc = launcher.Service(name="worker-chat", argv=[sys.executable, "-c", "import time; time.sleep(300)"],
+                           healthy=lambda: True)
     pid = launcher.start_service(settings, svc)
     record = json.loads((settings.run_dir / "worker-chat.json").read_text())
-    assert record["start_ticks"] == proc_start_ticks(pid) and record["boot_id"]
-    assert launcher.running(settings, "worker-chat") == pid
+    assert record["start_ticks"] is not None and record["start_ticks"] == proc_start_ticks(pid)
+    assert record["boot_id"]
+    assert launcher.running(settings, "worker-chat") == pid, launcher.stale_reason(record)
     lines: list[str] = []
     launcher.down(settings, progress=lines.append)
     deadline = time.monotonic() + 20
