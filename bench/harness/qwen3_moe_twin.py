@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
+from bench.harness.cache_build import build_once
 from bench.harness.tiny_model import CACHE_DIR, tiny_hf_model_dir
 
 TWIN_REPO = "appliance-twin/qwen3-moe-tiny"
@@ -165,27 +163,19 @@ def _build(target: Path) -> None:
 
 def twin_model_dir() -> Path:
     """The twin's snapshot folder (built and trained on first call, ~1 min on 2 cores)."""
-    hf_home = twin_hf_home()
+    hf_home = build_once(twin_hf_home(), lambda home: (_snapshot(home) / "training.json").is_file(),
+                         _build_hf_home)
+    return _snapshot(hf_home)
+
+
+def _build_hf_home(hf_home: Path) -> None:
+    """An HF cache folder holding the twin as the hub would: snapshot plus refs/main."""
     snapshot = _snapshot(hf_home)
-    if (snapshot / "training.json").is_file():
-        return snapshot
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".twin-", dir=CACHE_DIR))
-    try:
-        built = _snapshot(tmp)
-        built.parent.mkdir(parents=True)
-        _build(built)
-        repo_dir = built.parents[1]
-        (repo_dir / "refs").mkdir()
-        (repo_dir / "refs" / "main").write_text(twin_revision())
-        try:
-            os.rename(tmp, hf_home)
-        except OSError:
-            if not (snapshot / "training.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return snapshot
+    snapshot.parent.mkdir(parents=True)
+    _build(snapshot)
+    repo_dir = snapshot.parents[1]
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(twin_revision())
 
 
 if __name__ == "__main__":

