@@ -12,7 +12,8 @@ Edge's optimizers turn them into HNSW + sparse-index segments only when asked, a
 `memory.edge_index_after` points written since the last build (and on open when that
 many are unindexed) the build runs in a child process on a copy of the shard while
 this one keeps answering (rag/edge_build.py); the built copy is swapped in at the next
-call. An explicit `optimize()` (after a bulk load: migration, reindex) builds in-process.
+call. An explicit `optimize()` (after a bulk load: migration, reindex) runs the same child
+build and waits for it.
 
 Durability: Edge writes a WAL, so an acknowledged write survives a crash; `close()`
 flushes the segments.
@@ -67,6 +68,7 @@ from rag.store import (
     MemoryStore,
     PointRecord,
     StoredPoint,
+    StoreError,
     StoreUnavailable,
     Where,
     filter_items,
@@ -316,11 +318,23 @@ class EdgeStore(MemoryStore):
         return True
 
     def optimize_kind(self, kind: CollectionKind) -> None:
-        """Build in-process now (bulk loads): replaces a background build of the same shard."""
+        """Build now and wait (bulk loads): replaces a background build of the same shard.
+
+        The build runs in the child process like the background ones, not in-process:
+        an in-process optimize holds the GIL for minutes, so the rag worker's heartbeat
+        thread could not beat and the core would take a reindex for a lost worker."""
         self._cancel_build(kind)
         started = time.perf_counter()
-        self._shard(kind).optimize()
-        self._unindexed[kind] = 0
+        self._start_build(kind)
+        build = self._builds[kind]
+        while build.running():
+            time.sleep(0.2)
+        built = build.succeeded()
+        self._finish_build(kind, build)
+        if not built:
+            raise StoreError(f"building the index of {self.name(kind)} failed ({build.failure()[-500:]}). "
+                             f"Its points stay searchable, more slowly; the next write tries again. Fix: "
+                             f"free memory or disk, then run `appliance memory reindex`.")
         log.info("indexed %s in %.1f s", self.name(kind), time.perf_counter() - started)
 
     def optimize(self, wait: bool = True) -> None:
