@@ -30,6 +30,7 @@ With --json, one JSON object per size is printed on stdout as soon as it is meas
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -215,7 +216,24 @@ def reopen(service: MemoryService, settings: Settings) -> float:
     return time.perf_counter() - t0
 
 
-def bench_sizes(settings: Settings, sizes: list[int], n_queries: int, repeat: int, as_json: bool) -> list[dict]:
+def search_figures(service: MemoryService, settings: Settings, queries: list[str], repeat: int) -> dict:
+    """Open time (a reopen of the store), search and hybrid latencies, RSS: the figures that
+    need no writing, so a kept store can be measured again later (--search-only)."""
+    open_s = reopen(service, settings)
+    service.search(SearchRequest(query="warm up", k=5))
+    ms = time_searches(service, queries, repeat)
+    return {"search_p50_ms": round(percentile(ms["search"], 0.5), 2),
+            "search_p99_ms": round(percentile(ms["search"], 0.99), 2),
+            "search_cpu_p50_ms": round(percentile(ms["search_cpu"], 0.5), 2),
+            "search_cpu_p99_ms": round(percentile(ms["search_cpu"], 0.99), 2),
+            "hybrid_p50_ms": round(percentile(ms["hybrid"], 0.5), 2),
+            "hybrid_p99_ms": round(percentile(ms["hybrid"], 0.99), 2),
+            "open_s": round(open_s, 3), "rss_mb": round(rss_mb(), 1), "max_rss_mb": round(max_rss_mb(), 1),
+            "queries": len(ms["search"]), "load_avg_1m": round(os.getloadavg()[0], 1)}
+
+
+def bench_sizes(settings: Settings, sizes: list[int], n_queries: int, repeat: int, as_json: bool,
+                rows_file: Path | None = None) -> list[dict]:
     service = MemoryService(settings, embedding_backend(settings))
     rows = []
     try:
@@ -231,27 +249,40 @@ def bench_sizes(settings: Settings, sizes: list[int], n_queries: int, repeat: in
             index_s = time.perf_counter() - t0
             log(f"size {size:,}: index built in {index_s:.1f} s")
             added, have = size - have, size
-            open_s = reopen(service, settings)
-            service.search(SearchRequest(query="warm up", k=5))
-            ms = time_searches(service, queries, repeat)
             row = {"size": size, "engine": service.store.engine,
                    "quantization": settings.memory.edge_quantization,
-                   "search_p50_ms": round(percentile(ms["search"], 0.5), 2),
-                   "search_p99_ms": round(percentile(ms["search"], 0.99), 2),
-                   "search_cpu_p50_ms": round(percentile(ms["search_cpu"], 0.5), 2),
-                   "search_cpu_p99_ms": round(percentile(ms["search_cpu"], 0.99), 2),
-                   "hybrid_p50_ms": round(percentile(ms["hybrid"], 0.5), 2),
-                   "hybrid_p99_ms": round(percentile(ms["hybrid"], 0.99), 2),
+                   **search_figures(service, settings, queries, repeat),
                    "upsert_points_per_s": round(added / write_s, 1),
                    "upsert_points_per_cpu_s": round(added / write_cpu_s, 1), "index_build_s": round(index_s, 1),
-                   "open_s": round(open_s, 3), "rss_mb": round(rss_mb(), 1), "max_rss_mb": round(max_rss_mb(), 1),
-                   "queries": len(ms["search"]), "load_avg_1m": round(os.getloadavg()[0], 1),
                    "vectors": "synthetic"}
             rows.append(row)
+            if rows_file is not None:
+                with rows_file.open("a") as fh:
+                    fh.write(json.dumps(row) + "\n")
             print(json.dumps(row) if as_json else row, flush=True)
     finally:
         service.close()
     return rows
+
+
+def search_again(settings: Settings, rows_file: Path, n_queries: int, repeat: int) -> dict:
+    """The searches of a kept store measured again (e.g. on a quiet machine), over the
+    row its build run recorded: write and build figures stay from that run."""
+    service = MemoryService(settings, embedding_backend(settings))
+    try:
+        size = service.store.count("documents")
+        built = [r for r in map(json.loads, rows_file.read_text().splitlines()) if r["size"] == size]
+        if not built:
+            raise SystemExit(f"{rows_file} has no row for the {size:,} points the kept store holds")
+        queries = [q.text for q in load_queries()][:n_queries]
+        figures = search_figures(service, settings, queries, repeat)
+        del figures["max_rss_mb"]  # the build run's peak is the one that matters
+        row = {**built[-1], **figures,
+               "build_load_avg_1m": built[-1]["load_avg_1m"], "searched_separately": True}
+    finally:
+        service.close()
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def compare_quantization(settings: Settings, size: int) -> list[dict]:
@@ -353,6 +384,10 @@ def bench_ingest(settings: Settings, copies: int) -> dict[str, float]:
         service.close()
 
 
+def load_note(row: dict) -> str:
+    return f" * ({row['build_load_avg_1m']})" if row.get("searched_separately") else ""
+
+
 def markdown(rows: list[dict], ingest: dict[str, float] | None, n_queries: int) -> str:
     engine = rows[0]["engine"] if rows else "?"
     lines = [
@@ -365,8 +400,10 @@ def markdown(rows: list[dict], ingest: dict[str, float] | None, n_queries: int) 
         "queries, each several times); `hybrid` = MemoryService.search including embedding the query "
         "(MiniLM on CPU). `search CPU` = CPU time of the process' threads during that search (the engine's "
         "cost without the waits for a core on a loaded machine). Index build = Edge `optimize` (HNSW + sparse "
-        "index; segments are merged, so a step re-indexes what the previous steps built), in-process here; the "
-        "rag worker runs it in a child process (docs/memory.md).",
+        "index; segments are merged, so a step re-indexes what the previous steps built), in a child process "
+        "as the rag worker runs it (docs/memory.md; rows measured before 2026-11-24 03:30 UTC built in-process). "
+        "Rows marked * had their searches measured again on the kept store in a later run (`--data-dir "
+        "DIR --search-only`); their load average is that run's, the build run's is in brackets.",
         "",
         "| chunks | dense vectors | search p50 ms | search p99 ms | search CPU p50/p99 ms | hybrid p50 ms | "
         "hybrid p99 ms | upsert points/s | index build s | open s | RSS MB | max RSS MB | load avg |",
@@ -380,7 +417,7 @@ def markdown(rows: list[dict], ingest: dict[str, float] | None, n_queries: int) 
         lines.append(f"| {r['size']:,} | {vectors} | {r['search_p50_ms']:.1f} | {r['search_p99_ms']:.1f} | {cpu} | "
                      f"{r['hybrid_p50_ms']:.1f} | {r['hybrid_p99_ms']:.1f} | {r['upsert_points_per_s']:,.0f}{upsert_cpu} | "
                      f"{r['index_build_s']:.0f} | {r['open_s']:.2f} | {r['rss_mb']:,.0f} | {r['max_rss_mb']:,.0f} | "
-                     f"{r['load_avg_1m']} |")
+                     f"{r['load_avg_1m']}{load_note(r)} |")
     if ingest:
         lines += ["", f"Ingest with the offline model (all-MiniLM-L6-v2 on CPU): {ingest['documents']} documents, "
                       f"{ingest['chunks']} chunks in {ingest['seconds']:.1f} s = **{ingest['chunks_per_s']:.1f} "
@@ -403,6 +440,11 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--from-json", type=Path, nargs="+", help="render rows a previous --json run printed (e.g. a long "
                         "sweep run in the background) instead of measuring")
+    parser.add_argument("--data-dir", type=Path, help="keep the memory here (deleted otherwise); its "
+                        "bench-rows.jsonl records each size's row")
+    parser.add_argument("--search-only", action="store_true",
+                        help="with --data-dir: measure open and searches of the kept store again, e.g. on a quiet "
+                             "machine (prints one JSON row; write and build figures stay from the build run)")
     parser.add_argument("--compare-quantization", type=int, metavar="SIZE", default=0,
                         help="instead of the sweep: SIZE points with and without int8 copies")
     args = parser.parse_args()
@@ -423,13 +465,20 @@ def main() -> None:
         if not args.no_write:
             write_section("memory", text)
         return
-    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
-        settings = load_settings(overrides={"data_dir": tmp, "memory": {"qdrant_url": None, "qdrant_path": None,
-                                                                         "edge_path": None}})
+    with contextlib.ExitStack() as stack:
+        data_dir = args.data_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-memory-")))
+        settings = load_settings(overrides={"data_dir": str(data_dir), "memory": {
+            "qdrant_url": None, "qdrant_path": None, "edge_path": None}})
+        rows_file = data_dir / "bench-rows.jsonl" if args.data_dir else None
+        if args.search_only:
+            if rows_file is None or not rows_file.is_file():
+                parser.error("--search-only needs --data-dir of an earlier run (its bench-rows.jsonl)")
+            search_again(settings, rows_file, args.queries, args.repeat)
+            return
         ingest = bench_ingest(settings, args.ingest_copies) if args.ingest_copies else None
         if ingest:
             log(ingest)
-        rows = bench_sizes(settings, sorted(args.sizes), args.queries, args.repeat, args.json)
+        rows = bench_sizes(settings, sorted(args.sizes), args.queries, args.repeat, args.json, rows_file)
     text = markdown(rows, ingest, args.queries)
     log(text)
     if not args.no_write:
