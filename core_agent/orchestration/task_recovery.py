@@ -51,7 +51,7 @@ class TaskRecovery:
             log.warning("settling %d task(s) left running by the previous API process", len(ids))
         return ids
 
-    async def _answer_stream(self, task_id: str) -> str | None:
+    async def answer_stream(self, task_id: str) -> str | None:
         """The Celery id of the task's final answer, if it was ever sent to a worker."""
         for answer_id in (turn_call_id(task_id, "answer"), task_id):  # a planned turn answers under :answer
             if await self.dispatcher.redis.exists(stream_key(answer_id)):
@@ -61,7 +61,7 @@ class TaskRecovery:
     async def _settle(self, task_id: str) -> None:
         status, error = "failed", None
         try:
-            answer_id = await self._answer_stream(task_id)
+            answer_id = await self.answer_stream(task_id)
             if answer_id is None:
                 error = f"{INTERRUPTED}, before its answer was started; send the request again"
             else:
