@@ -149,6 +149,19 @@ def test_a_streaming_client_leaving_while_queued_cancels_its_task(busy_stack: St
         assert '"type": "token"' not in events and '"type":"token"' not in events
 
 
+def test_a_plain_client_leaving_while_queued_cancels_its_task(busy_stack: Stack) -> None:
+    with busy_stack.http(timeout=300) as http:
+        with worker_held(busy_stack):
+            with pytest.raises(httpx.ReadTimeout):  # gives up once it is queued, and hangs up
+                http.post("/v1/chat/completions", json=BODY, timeout=PICKUP_S + 5)
+            [task] = http.get("/tasks", params={"limit": 1}).json()
+            settled = faults.wait_task_settled(busy_stack, task["id"])
+        assert settled["status"] == "cancelled", settled
+        assert http.post("/v1/chat/completions", json=BODY).status_code == 200  # the worker is free again
+        events = http.get(f"/tasks/{task['id']}/events", timeout=30).text
+        assert '"type": "token"' not in events and '"type":"token"' not in events
+
+
 def test_with_no_worker_alive_on_the_queue_the_503_says_so(busy_stack: Stack) -> None:
     # The last test of the module: the chat worker stays down. A clean stop withdraws
     # its presence at once.

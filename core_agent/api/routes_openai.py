@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from core_agent.access.principal import Principal
 from core_agent.api.deps import AppState, get_state, require_principal
 from core_agent.api.errors import error_response, retry_headers
-from core_agent.api.sse_keepalive import with_keepalive
+from core_agent.api.sse_keepalive import result_unless_gone, with_keepalive
 from core_agent.api.openai_protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -162,7 +162,7 @@ async def chat_completions(
             return StreamingResponse(stream,
                                      media_type="text/event-stream",
                                      headers={**_run_headers(run), "Cache-Control": "no-cache"})
-        result = await run.result()
+        result = await result_unless_gone(run, request.is_disconnected, state.chat.cancel)
     except ChatFailed as exc:
         headers = retry_headers(exc.info, _run_headers(run) if run else None)
         return error_response(exc.info.status, exc.info.message, exc.info.code, headers=headers)

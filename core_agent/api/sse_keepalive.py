@@ -10,9 +10,10 @@ part of the SSE format and ignored by SSE parsers, the official `openai` client'
 included (tests/test_queue_wait.py streams through it).
 
 A client that leaves while its answer still waits in the queue cancels the turn (the
-queued task is revoked: no worker spends a generation on an answer nobody reads). Once
-a worker runs it, leaving does not stop it: the answer is finished and stored, as
-before.
+queued task is revoked: no worker spends a generation on an answer nobody reads),
+streaming or not (`result_unless_gone` asks the connection every DISCONNECT_POLL_S while
+the answer is queued). Once a worker runs it, leaving does not stop it: the answer is
+finished and stored, as before.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import asyncio
 import logging
 from typing import AsyncIterator, Awaitable, Callable
 
+from configs.contracts.tasks import TaskResult
 from core_agent.orchestration.chat_service import ChatRun
 
 KEEPALIVE_S = 10.0
+DISCONNECT_POLL_S = 1.0
 
 log = logging.getLogger("appliance.api.sse")
 
@@ -67,3 +70,21 @@ async def with_keepalive(stream: AsyncIterator[str], run: ChatRun, queue_note: s
             job = asyncio.ensure_future(cancel(run.task_id))
             _cancelling.add(job)
             job.add_done_callback(_cancelling.discard)
+
+
+async def result_unless_gone(run: ChatRun, is_disconnected: Callable[[], Awaitable[bool]],
+                             cancel: Callable[[str], Awaitable[bool]]) -> TaskResult:
+    """`run.result()` for a non-streaming request; a client that leaves while the answer
+    is still queued cancels the turn (the result then raises ChatFailed `cancelled`)."""
+    outcome = asyncio.ensure_future(run.result())
+    try:
+        while True:
+            done, _ = await asyncio.wait({outcome}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return outcome.result()
+            if run.queued.is_set() and await is_disconnected():
+                log.info("task %s: the client left while its answer was queued; cancelling it", run.task_id)
+                await cancel(run.task_id)
+    finally:
+        if not outcome.done():
+            outcome.cancel()
