@@ -88,7 +88,7 @@ class CeleryConfig(StrictModel):
     # How long the API waits for a worker to pick up a task before asking whether any
     # worker serves its queue: none alive -> 503 `no_worker`. Workers alive but busy ->
     # the task keeps its place in the queue, up to queue_wait_timeout_s from sending,
-    # then 503 `queue_busy` with Retry-After (docs/architecture.md, "Queueing").
+    # then 503 `queue_busy` with Retry-After (docs/architecture.md, "Busy is not absent").
     pickup_timeout_s: float = Field(default=60.0, gt=0)
     queue_wait_timeout_s: float = Field(default=600.0, gt=0)
     # Streamed text pieces closer together than this share one event (at most this much
