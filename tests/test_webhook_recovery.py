@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import signal
 import time
 from typing import Iterator
 
@@ -104,3 +106,36 @@ def test_a_job_whose_answer_finished_while_the_api_was_down_succeeds_with_it(
     sent = json.loads(body)
     assert sent["id"] == job_id and sent["status"] == "succeeded" and sent["answer"] == stored["content"]
     assert _job_when(hook_stack, job_id, lambda j: j["callback"]["status"] == "delivered")
+
+
+def test_a_job_whose_answer_never_started_fails_with_the_reason_and_its_callback_says_so(
+        hook_stack: Stack, receiver: Receiver) -> None:  # noqa: F811 (the fixture)
+    # The chat worker is alive but starts nothing (its pool process stopped): the job's
+    # turn is sent, and the API dies before any answer exists.
+    [child] = faults.children_of(faults.service_pid(hook_stack, "worker-chat"))
+    os.kill(child, signal.SIGSTOP)
+    try:
+        accepted = _signed_post(hook_stack, {"question": STORY, "callback_url": receiver.url})
+        assert accepted.status_code == 202, accepted.text
+        job_id = accepted.json()["id"]
+        running = _job_when(hook_stack, job_id, lambda j: j["status"] == "running" and j.get("task_id"))
+        faults.kill_service(hook_stack, "api")
+        faults.restart(hook_stack, "api")
+        job = _job_when(hook_stack, job_id, lambda j: j["status"] in ("succeeded", "failed"))
+    finally:
+        os.kill(child, signal.SIGCONT)
+    assert job["status"] == "failed" and job["error"]["code"] == "interrupted", job
+    assert "before its answer was started" in job["error"]["message"], job["error"]
+    headers, body = receiver.received.get(timeout=60)
+    assert _signature_ok(SECRET, headers, body)
+    sent = json.loads(body)
+    assert sent["id"] == job_id and sent["status"] == "failed" and sent["error"] == job["error"]
+    # The turn that was still queued does not run later for nobody: once the worker is
+    # free, a new job is answered and the old turn never streamed a token.
+    again = _signed_post(hook_stack, {"question": "Name a fruit.", "callback_url": receiver.url})
+    assert _job_when(hook_stack, again.json()["id"], lambda j: j["status"] == "succeeded")
+    client = redis.Redis.from_url(hook_stack.settings.redis_url)
+    try:
+        assert not any(b'"token"' in f[b"e"] for _, f in client.xrange(stream_key(running["task_id"])))
+    finally:
+        client.close()
