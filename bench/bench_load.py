@@ -25,6 +25,7 @@ import httpx
 
 from bench.harness.stack import running_stack, stack_env
 from bench.report import percentile, write_section
+from configs.schema import CeleryConfig
 
 CHATS = 16
 WEBHOOKS = 4
@@ -122,7 +123,7 @@ def _fmt(values: list[float], q: float) -> str:
 
 
 def report(outcomes: list[Outcome], stored: int, health_ms: list[float], wall: float,
-           load: tuple[float, float]) -> str:
+           load: tuple[float, float], settings: CeleryConfig) -> str:
     rows = ["| requests | succeeded | p50 latency (s) | p95 latency (s) |", "|---|---|---|---|"]
     for kind, total in (("chat", CHATS), ("webhook", WEBHOOKS)):
         mine = [o for o in outcomes if o.kind == kind]
@@ -142,9 +143,12 @@ def report(outcomes: list[Outcome], stored: int, health_ms: list[float], wall: f
         f"{len(health_ms)} polls ({len(health_ms) - len(finite)} failed)",
         f"- machine load average (2 cores) before / after the run: {load[0]:.1f} / {load[1]:.1f}; "
         "other processes on the machine share the cores",
-        "- latency is queueing: one llama.cpp worker answers one request at a time, so the n-th "
-        "answer waits for the n-1 before it; a chat not started within celery.pickup_timeout_s "
-        "(60 s) is answered 503.",
+        f"- latency is queueing: one llama.cpp worker answers one request at a time, about one answer "
+        f"every {wall / max(answered, 1):.1f} s here (wall time / answers), so the n-th answer waits for "
+        f"the n-1 before it and p95 is close to the whole run. A request not picked up within "
+        f"celery.pickup_timeout_s ({settings.pickup_timeout_s:g} s) keeps waiting while the worker is alive "
+        f"(worker presence), up to celery.queue_wait_timeout_s ({settings.queue_wait_timeout_s:g} s); only "
+        f"then, or with no worker alive, is it answered 503 (docs/architecture.md, \"Busy is not absent\").",
     ]
     if failures:
         lines.append("- failures: " + "; ".join(failures[:5]))
@@ -170,7 +174,7 @@ def main() -> None:
         outcomes, health, wall = run_load(stack.url, stack.token)
         load_after = os.getloadavg()[0]
         stored = sum(_stored(stack.url, stack.token, o) for o in outcomes if o.ok)
-    text = report(outcomes, stored, health, wall, (load_before, load_after))
+    text = report(outcomes, stored, health, wall, (load_before, load_after), stack.settings.celery)
     print(text)
     if not args.no_write:
         write_section("load", "## Load: concurrent chats and webhooks (bench/bench_load.py)\n\n" + text)

@@ -85,8 +85,12 @@ class CeleryConfig(StrictModel):
     visibility_timeout_s: int = Field(default=3600, ge=1)
     task_time_limit_s: int = Field(default=600, ge=1)
     result_expires_s: int = Field(default=86400, ge=60)
-    # How long the API waits for a worker to pick up a task before answering 503.
+    # How long the API waits for a worker to pick up a task before asking whether any
+    # worker serves its queue: none alive -> 503 `no_worker`. Workers alive but busy ->
+    # the task keeps its place in the queue, up to queue_wait_timeout_s from sending,
+    # then 503 `queue_busy` with Retry-After (docs/architecture.md, "Busy is not absent").
     pickup_timeout_s: float = Field(default=60.0, gt=0)
+    queue_wait_timeout_s: float = Field(default=600.0, gt=0)
     # Streamed text pieces closer together than this share one event (at most this much
     # added delay; the first piece is never held). 0 = one event per piece.
     token_flush_ms: float = Field(default=10.0, ge=0, le=15)
@@ -104,6 +108,14 @@ class CeleryConfig(StrictModel):
         if self.heartbeat_timeout_s < 2 * self.heartbeat_s:
             raise ValueError(f"celery.heartbeat_timeout_s ({self.heartbeat_timeout_s:g}) must be at least twice "
                              f"celery.heartbeat_s ({self.heartbeat_s:g}), or one late beat reads as a dead worker")
+        if "queue_wait_timeout_s" not in self.model_fields_set:
+            # Only pickup_timeout_s raised (benches and tests that expect long queues did
+            # that before queue_wait_timeout_s existed): the queue wait is at least as long.
+            self.queue_wait_timeout_s = max(self.queue_wait_timeout_s, self.pickup_timeout_s)
+        elif self.queue_wait_timeout_s < self.pickup_timeout_s:
+            raise ValueError(f"celery.queue_wait_timeout_s ({self.queue_wait_timeout_s:g}) must be at least "
+                             f"celery.pickup_timeout_s ({self.pickup_timeout_s:g}): a task behind busy workers "
+                             f"waits longer than one nobody serves")
         return self
 
 

@@ -94,3 +94,8 @@ def _start_tracing(**_: object) -> None:
 def _private_files(**_: object) -> None:
     """Before the pool forks: files the workers create in the data dir are owner-only."""
     protect_data_dir(get_settings().data_dir)
+
+
+# Connects the worker's presence keeper (worker_ready / worker_shutdown): the core tells
+# "no worker on this queue" from "every worker busy" by it.
+from workers import worker_presence  # noqa: E402,F401

@@ -16,6 +16,8 @@ class ErrorInfo(BaseModel):
     code: str
     message: str
     status: int = 500
+    # When trying again later makes sense (a busy queue): the API's Retry-After header.
+    retry_after_s: int | None = None
 
 
 class BackendError(Exception):

@@ -195,7 +195,9 @@ class StreamEvent(BaseModel):
     # "reasoning": a piece of the model's thinking (text), sent before the answer's tokens.
     # "heartbeat": the attempt's worker is alive (workers/heartbeat.py); the core's
     # reader uses it for liveness and does not pass it on.
-    type: Literal["attempt", "token", "reasoning", "done", "error", "heartbeat"]
+    # "queued": never on a stream; the core's reader yields it while the task waits
+    # behind busy workers (core_agent/orchestration/liveness.py).
+    type: Literal["attempt", "token", "reasoning", "done", "error", "heartbeat", "queued"]
     attempt: int = 1
     text: str = ""
     # How many model deltas (about one token each) a token/reasoning event joins: the

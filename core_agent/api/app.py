@@ -61,10 +61,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     state = build_state(settings)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
         log.info("API ready on %s (profile %s, data %s)", settings.api_url, settings.profile, settings.data_dir)
         state.memory.ensure_drainer()  # index turns stored while the API was down
         await TaskRecovery(state.chat).start()  # tasks a killed API process left running
+        routes_webhooks.resume_jobs(api)  # ...and the webhook jobs that ran them
         yield
         await state.memory.stop()
         await state.redis.aclose()

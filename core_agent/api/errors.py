@@ -14,6 +14,7 @@ import logging
 from core_agent.access.principal import ScopeDenied
 from core_agent.api.openai_protocol import ErrorBody, ErrorResponse
 from configs.redis_connect import BROKER_DOWN, broker_down_info
+from configs.contracts.errors import ErrorInfo
 
 log = logging.getLogger("appliance.api")
 
@@ -27,6 +28,13 @@ def error_response(status: int, message: str, code: str | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
     body = ErrorResponse(error=ErrorBody(message=message, type=_TYPES.get(status, "server_error"), code=code))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def retry_headers(info: ErrorInfo, headers: dict[str, str] | None = None) -> dict[str, str] | None:
+    """`headers` plus Retry-After when the error says when to try again (a busy queue)."""
+    if info.retry_after_s is None:
+        return headers
+    return {**(headers or {}), "Retry-After": str(info.retry_after_s)}
 
 
 def _validation_message(exc: RequestValidationError) -> str:

@@ -90,8 +90,9 @@ async def _check_models(state: AppState) -> Check:
         answer = await state.dispatcher.call(CHECK_MODELS_TASK, {}, queue="chat",
                                              timeout_s=CHECK_MODELS_TIMEOUT_S, expires=True)
     except DispatchError as exc:
-        if exc.info.code == "no_worker":
-            # The worker became busy between the look and the probe.
+        if exc.info.code in ("no_worker", "queue_busy"):
+            # The worker became busy between the look and the probe (`queue_busy`: it is
+            # alive, by its presence entry).
             try:
                 _idle, busy = await asyncio.to_thread(_chat_worker_load, state)
             except Exception:

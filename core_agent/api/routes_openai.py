@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from core_agent.access.principal import Principal
 from core_agent.api.deps import AppState, get_state, require_principal
-from core_agent.api.errors import error_response
+from core_agent.api.errors import error_response, retry_headers
+from core_agent.api.sse_keepalive import result_unless_gone, with_keepalive
 from core_agent.api.openai_protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -156,12 +157,14 @@ async def chat_completions(
         if body.stream:
             first = await run.first_piece()
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(_sse_stream(run, first, include_usage, tools_wire.is_legacy(body)),
+            stream = with_keepalive(_sse_stream(run, first, include_usage, tools_wire.is_legacy(body)), run,
+                                    "queued: the workers are busy with earlier requests", state.chat.cancel)
+            return StreamingResponse(stream,
                                      media_type="text/event-stream",
                                      headers={**_run_headers(run), "Cache-Control": "no-cache"})
-        result = await run.result()
+        result = await result_unless_gone(run, request.is_disconnected, state.chat.cancel)
     except ChatFailed as exc:
-        headers = _run_headers(run) if run else None
+        headers = retry_headers(exc.info, _run_headers(run) if run else None)
         return error_response(exc.info.status, exc.info.message, exc.info.code, headers=headers)
     response = ChatCompletionResponse(
         id=f"chatcmpl-{run.task_id}", model=run.model,

@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from core_agent.api import responses_protocol as wire
 from core_agent.access.principal import Principal
 from core_agent.api.deps import AppState, get_state, require_principal
-from core_agent.api.errors import error_response
+from core_agent.api.errors import error_response, retry_headers
+from core_agent.api.sse_keepalive import result_unless_gone, with_keepalive
 from core_agent.api.responses_protocol import BadResponsesInput, ResponsesRequest
 from core_agent.api.routes_openai import _attachments
 from core_agent.api.request_options import with_request_options
@@ -201,12 +202,14 @@ async def create_response(body: ResponsesRequest, request: Request,
         run = await state.chat.start(with_request_options(turn, body, request))
         if body.stream:
             first = await run.first_piece()
-            return StreamingResponse(_stream(body, run, first, state, messages, principal), media_type="text/event-stream",
+            stream = with_keepalive(_stream(body, run, first, state, messages, principal), run,
+                                    "queued: the workers are busy with earlier requests", state.chat.cancel)
+            return StreamingResponse(stream, media_type="text/event-stream",
                                      headers={**_headers(run), "Cache-Control": "no-cache"})
-        result = await run.result()
+        result = await result_unless_gone(run, request.is_disconnected, state.chat.cancel)
     except ChatFailed as exc:
         return error_response(exc.info.status, exc.info.message, exc.info.code,
-                              headers=_headers(run) if run else None)
+                              headers=retry_headers(exc.info, _headers(run) if run else None))
     rid = wire.response_id(run.task_id)
     if body.store:
         await _remember(state, rid, messages, result, run.conversation_id, principal)

@@ -11,13 +11,14 @@ import asyncio
 import secrets
 from typing import Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 
 from core_agent.api.deps import get_state
 from core_agent.api.errors import error_response
 from core_agent.stores.webhook_jobs import Job
 from core_agent.webhooks.service import (
+    JOBS_FILE,
     WebhookError,
     WebhookService,
     check_content_type,
@@ -33,11 +34,22 @@ router = APIRouter(tags=["webhooks"])
 async def service_for(request: Request) -> WebhookService:
     """The process's WebhookService, created on first use inside the running event loop
     (creation has no await, so two requests cannot both create one)."""
-    app_state = request.app.state
+    return service_of(request.app)
+
+
+def service_of(app: FastAPI) -> WebhookService:
+    app_state = app.state
     if getattr(app_state, "webhooks", None) is None:
-        state = get_state(request)
+        state = app_state.appliance
         app_state.webhooks = WebhookService(state.settings, state.chat, state.store)
     return app_state.webhooks
+
+
+def resume_jobs(app: FastAPI) -> None:
+    """At API start: jobs a killed API process left are finished now (their answers and
+    callbacks), not at the next webhook request. No job store yet: nothing to resume."""
+    if (app.state.appliance.settings.data_dir / JOBS_FILE).exists():
+        service_of(app)
 
 
 def _failed(exc: WebhookError) -> JSONResponse:

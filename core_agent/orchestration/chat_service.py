@@ -142,6 +142,9 @@ class ChatRun:
     _pieces: asyncio.Queue = field(default_factory=asyncio.Queue)
     _outcome: asyncio.Future | None = None
     _planning: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set while the answer waits behind busy workers (no worker has started it yet): the
+    # stream opens and says so (core_agent/api/sse_keepalive.py).
+    queued: asyncio.Event = field(default_factory=asyncio.Event)
     # Set once the task record holds the turn's end: a client that has the answer (or
     # the error) then finds the same outcome at /tasks/{id}, never a stale 'running'.
     _recorded: asyncio.Event = field(default_factory=asyncio.Event)
@@ -177,9 +180,12 @@ class ChatRun:
         /tasks/{id}/events) while the steps run."""
         getter = asyncio.ensure_future(self._pieces.get())
         planning = asyncio.ensure_future(self._planning.wait())
-        await asyncio.wait({getter, planning}, return_when=asyncio.FIRST_COMPLETED)
+        queued = asyncio.ensure_future(self.queued.wait())  # behind busy workers: open the stream too
+        await asyncio.wait({getter, planning, queued}, return_when=asyncio.FIRST_COMPLETED)
+        queued.cancel()
         if not getter.done():
             getter.cancel()
+            planning.cancel()
             return ""
         planning.cancel()
         item = getter.result()
@@ -523,6 +529,10 @@ class ChatService:
             if event.attempt > attempt:
                 log.warning("task %s redelivered (attempt %d): continuing the answer", answer_id, event.attempt)
                 attempt = event.attempt
+            if event.type == "queued":
+                run.queued.set()
+            elif event.type == "attempt":
+                run.queued.clear()
             if event.type == "reasoning" and event.text:
                 run._pieces.put_nowait(Thought(event.text))
             elif event.type == "token" and event.text:

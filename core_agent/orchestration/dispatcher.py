@@ -24,6 +24,7 @@ from configs.schema import Settings
 from configs.telemetry import trace_headers
 from core_agent.observability import metrics
 from core_agent.orchestration.liveness import LivenessWatch, Verdict, resendable
+from core_agent.orchestration.queue_presence import live_workers
 from configs.contracts.tasks import StreamEvent, TaskResult, cancel_key, stream_key
 from configs.contracts.errors import ErrorInfo
 
@@ -110,7 +111,11 @@ class Dispatcher:
         try:
             while True:
                 verdict = watch.verdict(can_resend=task_id in self._sent)
-                if verdict is Verdict.TAKE_OVER:
+                if verdict is Verdict.CHECK_WORKERS:  # not picked up yet: busy, or nobody there?
+                    verdict = watch.workers_checked(await live_workers(self.redis, queue))
+                if verdict is Verdict.QUEUED:  # tells the caller; not on the task's stream
+                    yield StreamEvent(type="queued")
+                elif verdict is Verdict.TAKE_OVER:
                     await self._resend(task_id, queue)
                     watch.taken_over()
                 elif verdict is Verdict.FAIL:
@@ -150,7 +155,7 @@ class Dispatcher:
     async def _abandon(self, task_id: str, watch: LivenessWatch) -> None:
         """A task given up as lost must not run later (a restarted worker, or the broker
         handing the unacknowledged message out again after its visibility timeout)."""
-        if watch.phase != "pickup":
+        if watch.phase != "pickup":  # also `queued`: behind busy workers, it would run later
             try:
                 await self.revoke(task_id)
             except Exception:  # the error the caller gets matters more

@@ -4,7 +4,13 @@ A running task sends a heartbeat every `celery.heartbeat_s` (workers/heartbeat.p
 The reader (dispatcher.events) feeds every stream event to a LivenessWatch, which
 keeps one deadline and says what to do when it passes:
 
-- before any worker started the task: nobody picked it up (503 `no_worker`);
+- before any worker started the task (`pickup`): when celery.pickup_timeout_s passes, the
+  reader asks whether a live worker serves the queue (CHECK_WORKERS, worker presence:
+  configs/contracts/presence.py). None: nobody can pick it up (503 `no_worker`). Some:
+  they are busy with earlier tasks, so the task keeps its place (`queued`; the reader
+  tells the caller, QUEUED), rechecked every heartbeat_timeout_s, until
+  celery.queue_wait_timeout_s from sending: then 503 `queue_busy` with Retry-After. If
+  the workers vanish while it waits, the usual pickup patience runs again;
 - while an attempt runs: silence longer than `heartbeat_timeout_s` means its worker is
   gone (the whole worker killed leaves the message unacknowledged in Redis for the
   broker's visibility timeout, an hour). A task that may run again (`resendable`) is
@@ -49,6 +55,8 @@ class Verdict(Enum):
     WAIT = "wait"          # keep reading
     TAKE_OVER = "take_over"  # queue the task again, then call taken_over()
     FAIL = "fail"          # give up: error() says why
+    CHECK_WORKERS = "check_workers"  # not picked up in time: call workers_checked(live workers?)
+    QUEUED = "queued"      # workers are alive but busy: the task keeps waiting in the queue
 
 
 class LivenessWatch:
@@ -60,7 +68,10 @@ class LivenessWatch:
         now = time.monotonic()
         self.hard_deadline = now + timeout_s if timeout_s is not None else None
         self.deadline = now + (timeout_s if timeout_s is not None else config.pickup_timeout_s)
-        self.phase = "pickup"          # pickup -> running <-> taken_over
+        self.phase = "pickup"          # pickup <-> queued -> running <-> taken_over
+        # The whole wait for a pickup, behind busy workers included.
+        self.queue_deadline = (self.hard_deadline if self.hard_deadline is not None
+                               else now + config.queue_wait_timeout_s)
         self.takeovers = 0
         self._error: ErrorInfo | None = None
         self.silence_s = (config.task_time_limit_s if queue in GIL_HOLDING_QUEUES
@@ -93,12 +104,32 @@ class LivenessWatch:
         """What to do now (WAIT while the deadline has not passed)."""
         if self.remaining() > 0:
             return Verdict.WAIT
-        if self.phase == "pickup" or (self.hard_deadline is not None and time.monotonic() >= self.hard_deadline):
+        if self.phase in ("pickup", "queued"):
+            return Verdict.CHECK_WORKERS
+        if self.hard_deadline is not None and time.monotonic() >= self.hard_deadline:
             self._error = self._timeout_error()
         elif self.phase == "running" and can_resend and self.takeovers < self.config.max_takeovers:
             return Verdict.TAKE_OVER
         else:
             self._error = self._lost_error()
+        return Verdict.FAIL
+
+    def workers_checked(self, live: int) -> Verdict:
+        """The answer to CHECK_WORKERS: how many live workers serve the queue."""
+        now = time.monotonic()
+        if live:
+            self.phase = "queued"  # a task given up now is revoked: it would still run later
+            if now < self.queue_deadline:
+                self.deadline = min(now + self.config.heartbeat_timeout_s, self.queue_deadline)
+                return Verdict.QUEUED
+            self._error = self._busy_error()
+        elif self.phase == "queued":
+            # The busy workers are gone: give a restarting one the usual pickup patience.
+            self.phase = "pickup"
+            self.deadline = min(now + self.config.pickup_timeout_s, self.queue_deadline)
+            return Verdict.WAIT
+        else:
+            self._error = self._timeout_error()
         return Verdict.FAIL
 
     def taken_over(self) -> None:
@@ -119,6 +150,17 @@ class LivenessWatch:
                          f"the workers (`appliance up`, or `appliance status` to see what runs)."))
         return ErrorInfo(code="task_slow", status=504,
                          message=f"the {self.queue} worker did not finish within {self.timeout_s:g}s")
+
+    def _busy_error(self) -> ErrorInfo:
+        waited = self.timeout_s if self.timeout_s is not None else self.config.queue_wait_timeout_s
+        retry = max(1, round(self.config.pickup_timeout_s))
+        return ErrorInfo(
+            code="queue_busy", status=503, retry_after_s=retry,
+            message=(f"the workers on queue '{self.queue}' are alive but busy with earlier requests; this one "
+                     f"waited {waited:g}s in the queue without being started (celery.queue_wait_timeout_s), "
+                     f"so it was dropped. Fix: send it again later (Retry-After), or add capacity "
+                     f"(more worker concurrency under `workers:` in configs/appliance.yaml, or a faster "
+                     f"model)."))
 
     def _lost_error(self) -> ErrorInfo:
         beat = self.silence_s

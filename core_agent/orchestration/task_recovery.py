@@ -25,7 +25,7 @@ import logging
 
 from configs.contracts.tasks import TaskResult, stream_key
 from core_agent.orchestration import tool_calls
-from core_agent.orchestration.chat_service import CHAT_QUEUE, ChatService
+from core_agent.orchestration.chat_service import CHAT_QUEUE, TURN_CALLS, ChatService
 from core_agent.orchestration.dispatcher import DispatchError
 from core_agent.orchestration.plans import turn_call_id
 
@@ -51,7 +51,7 @@ class TaskRecovery:
             log.warning("settling %d task(s) left running by the previous API process", len(ids))
         return ids
 
-    async def _answer_stream(self, task_id: str) -> str | None:
+    async def answer_stream(self, task_id: str) -> str | None:
         """The Celery id of the task's final answer, if it was ever sent to a worker."""
         for answer_id in (turn_call_id(task_id, "answer"), task_id):  # a planned turn answers under :answer
             if await self.dispatcher.redis.exists(stream_key(answer_id)):
@@ -61,9 +61,12 @@ class TaskRecovery:
     async def _settle(self, task_id: str) -> None:
         status, error = "failed", None
         try:
-            answer_id = await self._answer_stream(task_id)
+            answer_id = await self.answer_stream(task_id)
             if answer_id is None:
                 error = f"{INTERRUPTED}, before its answer was started; send the request again"
+                # It may still wait in a queue: it must not run later for nobody.
+                for celery_id in (task_id, *(turn_call_id(task_id, call) for call in TURN_CALLS)):
+                    await self.dispatcher.revoke(celery_id)
             else:
                 result = await self.dispatcher.wait(answer_id, CHAT_QUEUE)
                 await self._store_answer(task_id, result)

@@ -53,6 +53,7 @@ from core_agent.webhooks.callback_guard import (
 )
 from configs.contracts.tasks import ChatMessage, GenerationParams, StreamEvent, TaskResult
 from core_agent.orchestration.dispatcher import DispatchError
+from core_agent.webhooks.recovery import interrupted, recovered_outcome
 
 log = logging.getLogger("appliance.webhooks")
 
@@ -217,6 +218,9 @@ def result_view(result: Any) -> dict[str, Any]:
     return data
 
 
+JOBS_FILE = "webhooks.sqlite3"  # in the data dir
+
+
 class WebhookService:
     """One per API process: runs jobs, delivers callbacks, answers job lookups."""
 
@@ -225,19 +229,18 @@ class WebhookService:
         self.config = settings.webhooks
         self.chat = chat
         self.conversations = conversations
-        self.jobs = JobStore(settings.data_dir / "webhooks.sqlite3")
+        self.jobs = JobStore(settings.data_dir / JOBS_FILE)
         self._tasks: dict[str, asyncio.Task] = {}
         self._recover()
 
     def _recover(self) -> None:
-        """Jobs of an API process that is gone: unfinished ones failed, pending callbacks resumed."""
+        """Jobs of an API process that is gone: unfinished ones end as their chat turn was
+        recovered (core_agent/webhooks/recovery.py), pending callbacks resumed."""
         self.jobs.purge(self.config.job_retention_s)
         unfinished, callbacks = self.jobs.orphans(process_alive)
         for job_id in unfinished:
             self.jobs.adopt(job_id)
-            self.jobs.failed(job_id, {"code": "interrupted", "status": 503,
-                                      "message": "the API restarted while this job ran; send the request again"})
-            callbacks.append(job_id)
+            self._spawn(job_id, self._resume(job_id))
         for job_id in callbacks:
             job = self.jobs.get(job_id)
             if job and job.callback and job.callback.status == "pending":
@@ -363,6 +366,25 @@ class WebhookService:
         await self._announce_end(job_id)
         if request.callback_url:
             await self._deliver(name, job_id)
+
+    async def _resume(self, job_id: str) -> None:
+        """Finish a job a killed API process left running: succeeded with its turn's
+        recovered answer, or failed with the reason; then its callback, if any."""
+        job = await asyncio.to_thread(self.jobs.get, job_id)
+        assert job is not None
+        try:
+            result, error = await recovered_outcome(self.chat, job.task_id)
+        except Exception as exc:  # a job must always end in a state the caller can read
+            log.exception("webhook job %s could not be recovered", job_id)
+            result, error = None, interrupted(f"and recovering it failed: {exc.__class__.__name__}: {exc}")
+        if result is not None:
+            await asyncio.to_thread(self.jobs.succeeded, job_id, result_view(result))
+        else:
+            await asyncio.to_thread(self.jobs.failed, job_id, error)
+        log.warning("webhook job %s settled after restart: %s", job_id, "succeeded" if result else "failed")
+        await self._announce_end(job_id)
+        if job.callback is not None:
+            await self._deliver(job.hook, job_id)
 
     async def _announce_end(self, job_id: str) -> None:
         """Tell every waiter the job ended (its state is in the job store already)."""

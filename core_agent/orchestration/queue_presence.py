@@ -1,0 +1,15 @@
+"""Does any live worker serve this queue? (configs/contracts/presence.py)
+
+Asked by the dispatcher only when a task has waited celery.pickup_timeout_s without
+being picked up, and then once per recheck while it waits behind busy workers: one
+Redis script call, never on the hot path of a task that starts promptly."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from configs.contracts.presence import COUNT_SCRIPT, presence_key
+
+
+async def live_workers(redis: aioredis.Redis, queue: str) -> int:
+    return int(await redis.eval(COUNT_SCRIPT, 1, presence_key(queue)))
