@@ -102,6 +102,9 @@ class CeleryConfig(StrictModel):
     heartbeat_timeout_s: float = Field(default=10.0, gt=0)
     takeover_timeout_s: float = Field(default=15.0, gt=0)
     max_takeovers: int = Field(default=2, ge=0)
+    # The silence limit of the rag queue, whose tasks hold the GIL while Edge opens a
+    # large shard (core_agent/orchestration/liveness.py): a lost rag worker is noticed then.
+    gil_holding_silence_s: float = Field(default=120.0, gt=0)
 
     @model_validator(mode="after")
     def _beats_fit_the_timeout(self) -> "CeleryConfig":

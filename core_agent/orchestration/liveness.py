@@ -39,11 +39,11 @@ from configs.schema import CeleryConfig
 RESENDABLE_SUFFIXES = (".generate", ".step")
 
 
-# Queues whose tasks may hold the GIL for minutes, so their heartbeat thread cannot beat:
-# the rag worker's embedded Qdrant Edge builds its HNSW index in native code without
-# releasing it (measured: one optimize() of 60k points, 240 s with no beat). Their
-# silence limit stays celery.task_time_limit_s; a lost rag worker is noticed that late
-# (callers of memory tasks bound their waits with their own timeouts anyway).
+# Queues whose tasks may hold the GIL for longer than heartbeat_timeout_s, so their
+# heartbeat thread cannot beat: the rag worker's embedded Qdrant Edge loads a shard in
+# native code without releasing it (measured: opening a 1M-point shard, 18.6 s on the
+# loaded 2-core machine; index builds, minutes long, now run in a child process). Their
+# silence limit is celery.gil_holding_silence_s instead.
 GIL_HOLDING_QUEUES = frozenset({"rag"})
 
 
@@ -74,7 +74,7 @@ class LivenessWatch:
                                else now + config.queue_wait_timeout_s)
         self.takeovers = 0
         self._error: ErrorInfo | None = None
-        self.silence_s = (config.task_time_limit_s if queue in GIL_HOLDING_QUEUES
+        self.silence_s = (config.gil_holding_silence_s if queue in GIL_HOLDING_QUEUES
                           else config.heartbeat_timeout_s)
 
     # --- events ---------------------------------------------------------------------
