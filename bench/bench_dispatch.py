@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 
 from bench.report import percentile, write_section
 from configs.loader import get_settings, load_settings
-from configs.schema import QUEUE_NAMES
+from configs.schema import QUEUE_NAMES, Settings
 from core_agent.ops import launcher
 from core_agent.orchestration.dispatcher import Dispatcher
 from core_agent.orchestration.router import Router
@@ -165,6 +165,12 @@ async def run(args: argparse.Namespace) -> str:
     in_process = inprocess_latencies(args.steps, settings.redis_url)
     steps_per_s = await throughput(dispatcher, args.steps // 2)
     rules, model = await router_latencies(Router(settings.router), dispatcher, args.model_calls)
+    # The chat worker again with the threads pool (a GPU deployment's chat lane waits on
+    # the model server; bench_streaming runs it so): no hand-over to a pool process.
+    await asyncio.to_thread(restart_chat_worker, settings, "threads")
+    await dispatcher.call("chat.noop", {}, queue="chat")
+    threads = await queue_latencies(dispatcher, args.steps)
+    threads_burst = await burst_latencies(dispatcher, args.burst, 5)
     await redis.aclose()
     added = percentile(via_queue, 0.5) - percentile(in_process, 0.5)
     p50 = lambda name, values=phases: f"{name} {percentile(values[name], 0.5) * 1000:.2f} ms"  # noqa: E731
@@ -181,6 +187,8 @@ async def run(args: argparse.Namespace) -> str:
         f"| the same, interleaved with the next row ({len(direct['total'])} each): own publish on the event loop | {ms(direct['total'])} |\n"
         f"| the same: publish of before (send_task in the thread pool) | {ms(before['total'])} |\n"
         f"| {args.burst} no-op steps sent at once (5 rounds): each one's round trip | {ms(burst)} |\n"
+        f"| no-op step, chat worker with the threads pool (no pool-process hand-over) | {ms(threads['total'])} |\n"
+        f"| {args.burst} no-op steps at once, threads pool | {ms(threads_burst)} |\n"
         f"| same step body in-process (incl. its Redis event writes) | {ms(in_process)} |\n"
         f"| router, rules path ({len(rules)} decisions) | {percentile(rules, 0.5) * 1e6:.1f} µs / {percentile(rules, 0.99) * 1e6:.1f} µs |\n"
         f"| router, model path (tiny core model, 16-token JSON-constrained call, {len(model)} calls) | {ms(model)} |\n\n"
@@ -189,13 +197,33 @@ async def run(args: argparse.Namespace) -> str:
         f"- where a no-op's time goes (p50): {p50('send')}, {p50('pickup')}, {p50('body')}, {p50('back')} "
         "(send: the publish; pickup: the worker's wake-up, its Redis bookkeeping of the unacknowledged message, "
         "the hand-over to its pool process and the attempt event; body: the no-op with its liveness set-up; "
-        "back: the 'done' event to the waiter)\n"
+        "back: the 'done' event to the waiter; the own publish returns right after its LPUSH, before the worker "
+        "woke, so part of what send saved shows up as pickup: compare totals)\n"
+        f"- threads pool phases (p50): {p50('send', threads)}, {p50('pickup', threads)}, {p50('body', threads)}, "
+        f"{p50('back', threads)}\n"
+        "- what limits it (py-spy on the worker's main and pool processes, cProfile on the publish; "
+        "docs/architecture.md \"Dispatch path\"): round trips and process wake-ups, not Python work. The critical "
+        "path is LPUSH -> the worker's BRPOP wake-up -> kombu's unacked bookkeeping round trip (acks_late) -> the "
+        "hand-over to the prefork pool process -> the attempt round trip -> 'done' -> the waiter's XREAD wake-up; "
+        "the hand-over to the pool process is its largest piece (pickup p50 "
+        f"{percentile(phases['pickup'], 0.5) * 1000:.2f} ms with prefork vs {percentile(threads['pickup'], 0.5) * 1000:.2f} ms "
+        "with the threads pool, this run). The old publish's thread hop back to the event loop overlapped the "
+        "worker's pickup, so the faster send shortens the round trip less than the send phase. On 2 cores shared "
+        "with other work every wake-up waits for a core: at a load average well above 2 the p99 stays above "
+        "target. Prefork stays the default (llama.cpp isolation, reject_on_worker_lost); a chat lane that only "
+        "waits on a model server can use `workers.chat.pool: threads`.\n"
         f"- send phase p50, interleaved: own publish {percentile(direct['send'], 0.5) * 1000:.2f} ms vs send_task in "
         f"the thread pool {percentile(before['send'], 0.5) * 1000:.2f} ms\n"
         f"- throughput, five queues busy at once: **{steps_per_s:.0f} no-op steps/s**\n"
         f"- rules path target <= 1 ms: p99 {percentile(rules, 0.99) * 1000:.3f} ms\n"
         f"- load average (1 min) at the start of the no-op steps: {load_before:.2f} on {os.cpu_count()} cores\n"
     )
+
+
+def restart_chat_worker(settings: Settings, pool: str) -> None:
+    launcher.stop_service(settings, "worker-chat")
+    workers = {**settings.workers, "chat": settings.workers["chat"].model_copy(update={"pool": pool})}
+    launcher.up(settings.model_copy(update={"workers": workers}), progress=lambda _: None, only={"worker-chat"})
 
 
 def main() -> None:

@@ -15,8 +15,8 @@ task was cancelled. It only flags the publisher; the body stops at its next
 One beat thread per worker process serves every running task of that process (a
 threads pool runs many at once): starting and joining a thread per task cost the
 dispatch path a thread start-up (waiting for the new thread to be scheduled and take
-the GIL: ~10% of a no-op task's time on a loaded 2-core machine, see
-docs/benchmarks.md "dispatch"). A task's first beat still comes `interval_s` after it
+the GIL: ~10% of a pool process's py-spy samples for no-op tasks on a loaded 2-core
+machine; docs/architecture.md "Dispatch path"). A task's first beat still comes `interval_s` after it
 started, and none comes after its `with Heartbeat(...)` block ended.
 """
 
