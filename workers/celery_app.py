@@ -77,6 +77,9 @@ def create_celery_app(settings: Settings, follows_streams: bool = False) -> Cele
         # workers' events on at run time (its enable_events), so it still sees tasks.
         worker_send_task_events=False,
         task_send_sent_event=False,
+        # No task has a Celery rate limit (traffic.py shapes load in the core): the
+        # consumer skips the per-message token-bucket lookup on the pickup path.
+        worker_disable_rate_limits=True,
     )
     return celery
 

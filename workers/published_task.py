@@ -23,7 +23,7 @@ from configs.telemetry import context_from, tracer
 from workers.celery_app import app
 from workers.events import EventPublisher
 from workers.heartbeat import Heartbeat
-from workers.metrics import record_task
+from workers.metrics import add_task_metrics, record_task
 from configs.contracts.tasks import TaskResult
 from configs.contracts.errors import ErrorInfo
 from workers.runtime import redis_client, settings
@@ -50,10 +50,14 @@ def published_task(name: str, max_retries: int | None = None,
                     attributes={"appliance.queue": queue, "appliance.worker": host,
                                 "celery.task_id": self.request.id or ""}) as span:
                 started_at = time.time()
-                outcome, result = "worker_error", None
+                outcome, result, recorded = "worker_error", None, False
+
+                def count_success(pipe: Any, done: TaskResult) -> None:  # travels with the 'done' event
+                    add_task_metrics(pipe, name, queue, host, "succeeded", time.time() - started_at, done)
+
                 try:
-                    result = _run(self, name, body, payload, known)
-                    outcome = "succeeded"
+                    result = _run(self, name, body, payload, known, count_success)
+                    outcome, recorded = "succeeded", True
                     span.set_attributes({"appliance.model": result.model, "appliance.adapter": result.adapter or "",
                                          "gen_ai.usage.input_tokens": result.usage.prompt_tokens,
                                          "gen_ai.usage.output_tokens": result.usage.completion_tokens})
@@ -66,7 +70,8 @@ def published_task(name: str, max_retries: int | None = None,
                     span.set_status(Status(StatusCode.ERROR, str(exc)))
                     raise
                 finally:
-                    record_task(redis_client(), name, queue, host, outcome, time.time() - started_at, result)
+                    if not recorded:
+                        record_task(redis_client(), name, queue, host, outcome, time.time() - started_at, result)
 
         return task
 
@@ -74,8 +79,10 @@ def published_task(name: str, max_retries: int | None = None,
 
 
 def _run(task: Any, name: str, body: TaskBody, payload: dict[str, Any],
-         known: tuple[type[Exception], ...]) -> TaskResult:
-    """Run the body once, publishing the attempt, its result or its error."""
+         known: tuple[type[Exception], ...],
+         count_success: Callable[[Any, TaskResult], None] | None = None) -> TaskResult:
+    """Run the body once, publishing the attempt, its result or its error.
+    `count_success(pipeline, result)` adds the task's metrics to the 'done' round trip."""
     publisher = EventPublisher(redis_client(), task.request.id, settings().celery.result_expires_s,
                                flush_interval_s=settings().celery.token_flush_ms / 1000)
     publisher.start_attempt()
@@ -105,5 +112,5 @@ def _run(task: Any, name: str, body: TaskBody, payload: dict[str, Any],
     result = result.model_copy(update={
         "worker": f"{task.request.hostname}:{os.getpid()}", "started_at": started_at,
         "finished_at": time.time(), "attempt": publisher.attempt})
-    publisher.done(result)
+    publisher.done(result, also=(lambda pipe: count_success(pipe, result)) if count_success else None)
     return result

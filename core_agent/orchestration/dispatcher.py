@@ -24,6 +24,7 @@ from configs.schema import Settings
 from configs.telemetry import trace_headers
 from core_agent.observability import metrics
 from core_agent.orchestration.liveness import LivenessWatch, Verdict, resendable
+from core_agent.orchestration import queue_publish
 from core_agent.orchestration.queue_presence import live_workers
 from configs.contracts.tasks import StreamEvent, TaskResult, cancel_key, stream_key
 from configs.contracts.errors import ErrorInfo
@@ -55,6 +56,9 @@ class Dispatcher:
         self.celery = celery
         self.redis = redis
         self._sent: OrderedDict[str, tuple[str, dict[str, Any], dict[str, Any]]] = OrderedDict()
+        # Publish with our own asyncio client (queue_publish.py) when it talks to the broker.
+        self._direct = (celery.conf.broker_url == settings.redis_url
+                        and queue_publish.publishes_directly(celery))
 
     async def submit(self, task_name: str, payload: dict[str, Any], task_id: str | None = None,
                      queue: str | None = None, expires_s: float | None = None) -> str:
@@ -73,9 +77,16 @@ class Dispatcher:
             self._sent[task_id] = (task_name, payload, {k: v for k, v in options.items() if k != "expires"})
             while len(self._sent) > SENT_KEPT:
                 self._sent.popitem(last=False)
+        await self._publish(task_name, payload, task_id, options)
+        return task_id
+
+    async def _publish(self, task_name: str, payload: dict[str, Any], task_id: str, options: dict[str, Any]) -> None:
+        if self._direct:  # one LPUSH on the event loop (queue_publish.py says why)
+            await queue_publish.publish(self.redis, self.celery, task_name, [payload], task_id, options.get("queue"),
+                                        options.get("headers"), options.get("expires"))
+            return
         # kombu's publish is a blocking socket write; keep it off the event loop.
         await asyncio.to_thread(self.celery.send_task, task_name, args=[payload], task_id=task_id, **options)
-        return task_id
 
     async def call(self, task_name: str, payload: dict[str, Any], queue: str, task_id: str | None = None,
                    timeout_s: float | None = None, expires: bool = False) -> TaskResult:
@@ -150,7 +161,7 @@ class Dispatcher:
         delivery is a new attempt (and continues the text already sent)."""
         name, payload, options = self._sent[task_id]
         log.warning("task %s: the %s worker went silent; queueing it again", task_id, queue)
-        await asyncio.to_thread(self.celery.send_task, name, args=[payload], task_id=task_id, **options)
+        await self._publish(name, payload, task_id, options)
 
     async def _abandon(self, task_id: str, watch: LivenessWatch) -> None:
         """A task given up as lost must not run later (a restarted worker, or the broker
