@@ -250,6 +250,14 @@ def test_chat_worker_concurrency_follows_the_core_sequences(resolved: dict[str, 
     assert int(cmd[cmd.index("-c") + 1]) == plan.service("vllm-core").knobs.max_num_seqs
 
 
+def test_gpu_chat_lanes_run_a_threads_pool(resolved: dict[str, Any]) -> None:
+    """They only wait on vLLM over HTTP (compose.yaml says why); tests/test_production_twin.py
+    runs its chat lane the same way against the vLLM twin."""
+    for name in ("worker-chat", "worker-chat-bg"):
+        cmd = resolved["services"][name]["command"]
+        assert cmd[cmd.index("-P") + 1] == "threads", name
+
+
 def test_gpu_settings_point_at_the_planned_servers(plan) -> None:
     # Only the shipped files and the profile: the session's test stack sets APPLIANCE_*
     # variables of its own (e.g. an extra model) that are not part of the gpu profile.

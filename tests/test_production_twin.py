@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -101,6 +102,9 @@ def twin_stack(twin_server: TwinServer, tmp_path_factory: pytest.TempPathFactory
         # No recalled memory in the prompt: the twin answers exactly only the prompts it
         # was trained on (memory itself is covered by its own tests).
         "APPLIANCE_MEMORY__ENABLED": "false",
+        # The chat lane as compose.yaml runs it on the GPU: a threads pool waiting on vLLM.
+        "APPLIANCE_WORKERS__CHAT__POOL": "threads",
+        "APPLIANCE_WORKERS__CHAT__CONCURRENCY": "4",
     })
     with running_stack(env) as stack:
         wait_ready(stack)
@@ -168,6 +172,25 @@ def test_fast_profile_answers_without_reasoning_and_memory_keeps_answers_only(tw
     # Stored: the answer exactly as returned, and nothing of the reasoning.
     assert [m["content"] for m in stored if m["role"] == "assistant"] == [think.choices[0].message.content]
     assert not any(REASONING in m["content"] or "<think>" in m["content"] for m in stored)
+
+
+def test_the_threads_chat_lane_answers_concurrent_streams_each_in_full(twin_stack: Stack) -> None:
+    """Four streamed turns at once on the chat lane's threads pool (as on the GPU): all four
+    are generated side by side by the vLLM twin, and each client gets its own full answer."""
+    def ask(_: int) -> tuple[str, str]:
+        stream = twin_stack.openai().chat.completions.create(
+            model="core", stream=True, messages=[{"role": "user", "content": QUESTION}],
+            temperature=0, extra_body={"profile": "think", "mode": "direct", "memory": "off"})
+        reasoning = content = ""
+        for chunk in stream:
+            for choice in chunk.choices:
+                reasoning += (choice.delta.model_extra or {}).get("reasoning_content") or ""
+                content += choice.delta.content or ""
+        return reasoning, content
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(ask, range(4)))
+    assert all(REASONING in reasoning and content.strip() == ANSWER for reasoning, content in answers), answers
 
 
 def _train_twin_lora(out: Path) -> Path:
