@@ -254,7 +254,7 @@ def bench_sizes(settings: Settings, sizes: list[int], n_queries: int, repeat: in
                    **search_figures(service, settings, queries, repeat),
                    "upsert_points_per_s": round(added / write_s, 1),
                    "upsert_points_per_cpu_s": round(added / write_cpu_s, 1), "index_build_s": round(index_s, 1),
-                   "vectors": "synthetic"}
+                   "index_build": "child process", "vectors": "synthetic"}
             rows.append(row)
             if rows_file is not None:
                 with rows_file.open("a") as fh:
@@ -400,13 +400,13 @@ def markdown(rows: list[dict], ingest: dict[str, float] | None, n_queries: int) 
         "queries, each several times); `hybrid` = MemoryService.search including embedding the query "
         "(MiniLM on CPU). `search CPU` = CPU time of the process' threads during that search (the engine's "
         "cost without the waits for a core on a loaded machine). Index build = Edge `optimize` (HNSW + sparse "
-        "index; segments are merged, so a step re-indexes what the previous steps built), in a child process "
-        "as the rag worker runs it (docs/memory.md; rows measured before 2026-11-24 03:30 UTC built in-process). "
+        "index; segments are merged, so a step re-indexes what the previous steps built); `where` = in a child "
+        "process as the rag worker runs it since 2026-11-24 (docs/memory.md), or in-process as before. "
         "Rows marked * had their searches measured again on the kept store in a later run (`--data-dir "
         "DIR --search-only`); their load average is that run's, the build run's is in brackets.",
         "",
         "| chunks | dense vectors | search p50 ms | search p99 ms | search CPU p50/p99 ms | hybrid p50 ms | "
-        "hybrid p99 ms | upsert points/s | index build s | open s | RSS MB | max RSS MB | load avg |",
+        "hybrid p99 ms | upsert points/s | index build s (where) | open s | RSS MB | max RSS MB | load avg |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -416,7 +416,7 @@ def markdown(rows: list[dict], ingest: dict[str, float] | None, n_queries: int) 
         vectors = "float + int8" if r.get("quantization", "none") == "int8" else "float"
         lines.append(f"| {r['size']:,} | {vectors} | {r['search_p50_ms']:.1f} | {r['search_p99_ms']:.1f} | {cpu} | "
                      f"{r['hybrid_p50_ms']:.1f} | {r['hybrid_p99_ms']:.1f} | {r['upsert_points_per_s']:,.0f}{upsert_cpu} | "
-                     f"{r['index_build_s']:.0f} | {r['open_s']:.2f} | {r['rss_mb']:,.0f} | {r['max_rss_mb']:,.0f} | "
+                     f"{r['index_build_s']:.0f} ({r.get('index_build', 'in-process')}) | {r['open_s']:.2f} | {r['rss_mb']:,.0f} | {r['max_rss_mb']:,.0f} | "
                      f"{r['load_avg_1m']}{load_note(r)} |")
     if ingest:
         lines += ["", f"Ingest with the offline model (all-MiniLM-L6-v2 on CPU): {ingest['documents']} documents, "
