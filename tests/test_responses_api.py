@@ -30,6 +30,19 @@ def test_plain_response(stack: Stack) -> None:
     assert task["status"] == "succeeded"
 
 
+def test_a_planned_response_says_which_plan_ran(stack: Stack) -> None:
+    """mode "plan" through /v1/responses: the X-Appliance-Plan header (as on chat
+    completions) names the plan that ran, the same as the task record."""
+    raw = stack.openai().responses.with_raw_response.create(
+        model="core", input="Summarise the benefits of tea in two steps.", max_output_tokens=8,
+        extra_body={"mode": "plan", "memory": "off"})
+    response = raw.parse()
+    with stack.http() as http:
+        task = http.get(f"/tasks/{response.task_id}").json()
+    assert raw.headers["x-appliance-plan"] == task["plan_origin"]
+    assert task["plan_origin"] in ("model", "repaired", "template", "direct")
+
+
 def test_message_items_with_input_text_parts(stack: Stack) -> None:
     response = stack.openai().responses.create(model="core", max_output_tokens=12, input=[
         {"role": "developer", "content": "Answer in one word."},

@@ -1,7 +1,8 @@
 """The appliance's per-request options shared by /v1/chat/completions and /v1/responses:
 memory (body `memory` / X-Appliance-Memory), lane (body `priority` / X-Appliance-Priority),
 the client (X-Appliance-Client) and the tool-choice hint (X-Appliance-Tool-Choice).
-A body field wins over its header; a bad value is a 400 naming the field or header."""
+A body field wins over its header; a bad value is a 400 naming the field or header.
+Also the headers both answer with (run_headers)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Protocol
 from fastapi import Request
 
 from core_agent.orchestration import tool_choice_hint, traffic
-from core_agent.orchestration.chat_service import BadChatRequest, ChatTurn
+from core_agent.orchestration.chat_service import BadChatRequest, ChatRun, ChatTurn
 
 
 class HasOptions(Protocol):
@@ -27,3 +28,11 @@ def with_request_options(turn: ChatTurn, body: HasOptions, request: Request) -> 
         raise BadChatRequest(str(exc)) from None
     turn.client = request.headers.get(traffic.CLIENT_HEADER)
     return turn
+
+
+def run_headers(run: ChatRun) -> dict[str, str]:
+    """The turn's ids, and for planned turns which plan ran (docs/api.md)."""
+    headers = {"X-Task-Id": run.task_id, "X-Conversation-Id": run.conversation_id}
+    if run.plan_origin:
+        headers["X-Appliance-Plan"] = run.plan_origin
+    return headers

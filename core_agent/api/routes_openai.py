@@ -25,7 +25,7 @@ from core_agent.api.openai_protocol import (
 )
 from core_agent.api import openai_tools_wire as tools_wire
 from core_agent.orchestration.chat_service import BadChatRequest, ChatFailed, ChatRun, ChatTurn, Thought
-from core_agent.api.request_options import with_request_options
+from core_agent.api.request_options import run_headers, with_request_options
 from lora_manager.naming import split_model
 from configs.contracts.images import BadImage, decode_data_url
 from configs.contracts.tasks import Attachment, ChatMessage, GenerationParams, TaskResult
@@ -37,13 +37,6 @@ def _usage(result: TaskResult) -> UsageInfo:
     u = result.usage
     return UsageInfo(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
                      total_tokens=u.total_tokens)
-
-
-def _run_headers(run: ChatRun) -> dict[str, str]:
-    headers = {"X-Task-Id": run.task_id, "X-Conversation-Id": run.conversation_id}
-    if run.plan_origin:  # planned turns only (docs/api.md)
-        headers["X-Appliance-Plan"] = run.plan_origin
-    return headers
 
 
 def _image_url(part: dict) -> str:
@@ -161,10 +154,10 @@ async def chat_completions(
                                     "queued: the workers are busy with earlier requests", state.chat.cancel)
             return StreamingResponse(stream,
                                      media_type="text/event-stream",
-                                     headers={**_run_headers(run), "Cache-Control": "no-cache"})
+                                     headers={**run_headers(run), "Cache-Control": "no-cache"})
         result = await result_unless_gone(run, request.is_disconnected, state.chat.cancel)
     except ChatFailed as exc:
-        headers = retry_headers(exc.info, _run_headers(run) if run else None)
+        headers = retry_headers(exc.info, run_headers(run) if run else None)
         return error_response(exc.info.status, exc.info.message, exc.info.code, headers=headers)
     response = ChatCompletionResponse(
         id=f"chatcmpl-{run.task_id}", model=run.model,
@@ -173,7 +166,7 @@ async def chat_completions(
                         logprobs=tools_wire.choice_logprobs(result))],
         usage=_usage(result), conversation_id=run.conversation_id, task_id=run.task_id, sources=run.sources,
     )
-    return JSONResponse(response.model_dump(), headers=_run_headers(run))
+    return JSONResponse(response.model_dump(), headers=run_headers(run))
 
 
 @router.get("/models", response_model=ModelList)

@@ -21,7 +21,7 @@ from core_agent.api.errors import error_response, retry_headers
 from core_agent.api.sse_keepalive import result_unless_gone, with_keepalive
 from core_agent.api.responses_protocol import BadResponsesInput, ResponsesRequest
 from core_agent.api.routes_openai import _attachments
-from core_agent.api.request_options import with_request_options
+from core_agent.api.request_options import run_headers, with_request_options
 from core_agent.orchestration.chat_service import BadChatRequest, ChatFailed, ChatRun, ChatTurn
 from core_agent.orchestration.tool_calls import ToolCallsRefused, calls_tools
 from configs.contracts.tasks import ChatMessage, GenerationParams, TaskResult
@@ -89,10 +89,6 @@ async def _turn(body: ResponsesRequest, state: AppState, conversation_header: st
                     stream=body.stream, mode=body.mode, profile=body.profile, source="owner",
                     attachments=attachments, principal=principal)
     return turn, messages
-
-
-def _headers(run: ChatRun) -> dict[str, str]:
-    return {"X-Task-Id": run.task_id, "X-Conversation-Id": run.conversation_id}
 
 
 def _extensions(run: ChatRun) -> dict[str, Any]:
@@ -205,15 +201,15 @@ async def create_response(body: ResponsesRequest, request: Request,
             stream = with_keepalive(_stream(body, run, first, state, messages, principal), run,
                                     "queued: the workers are busy with earlier requests", state.chat.cancel)
             return StreamingResponse(stream, media_type="text/event-stream",
-                                     headers={**_headers(run), "Cache-Control": "no-cache"})
+                                     headers={**run_headers(run), "Cache-Control": "no-cache"})
         result = await result_unless_gone(run, request.is_disconnected, state.chat.cancel)
     except ChatFailed as exc:
         return error_response(exc.info.status, exc.info.message, exc.info.code,
-                              headers=retry_headers(exc.info, _headers(run) if run else None))
+                              headers=retry_headers(exc.info, run_headers(run) if run else None))
     rid = wire.response_id(run.task_id)
     if body.store:
         await _remember(state, rid, messages, result, run.conversation_id, principal)
     response = wire.response_object(body, rid, run.model, status="completed",
                                     output=wire.output_items(result, wire.new_message_id()), result=result,
                                     extensions=_extensions(run))
-    return JSONResponse(response, headers=_headers(run))
+    return JSONResponse(response, headers=run_headers(run))
