@@ -110,9 +110,10 @@ def test_a_job_whose_answer_finished_while_the_api_was_down_succeeds_with_it(
 
 def test_a_job_whose_answer_never_started_fails_with_the_reason_and_its_callback_says_so(
         hook_stack: Stack, receiver: Receiver) -> None:  # noqa: F811 (the fixture)
-    # The chat worker is alive but starts nothing (its pool process stopped): the job's
-    # turn is sent, and the API dies before any answer exists.
-    [child] = faults.children_of(faults.service_pid(hook_stack, "worker-chat"))
+    # The background chat worker (webhooks answer in the chat_bg lane) is alive but starts
+    # nothing (its pool process stopped): the job's turn is sent, and the API dies before
+    # any answer exists.
+    [child] = faults.children_of(faults.service_pid(hook_stack, "worker-chat_bg"))
     os.kill(child, signal.SIGSTOP)
     try:
         accepted = _signed_post(hook_stack, {"question": STORY, "callback_url": receiver.url})
