@@ -30,7 +30,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.harness.faults import children_of
 from bench.harness.tiny_lora import tiny_lora_dir
+from core_agent.ops import launcher
 from lora_manager import settings_glue
 from lora_manager.training.jobs import FINISHED, JobStore, current_status
 from lora_manager.training.spec import TrainingSpec
@@ -138,6 +140,30 @@ def _zombie(pid: int) -> bool:
         return True
 
 
+# Processes a request may start; none may outlive it (sandbox runs, training preparation
+# and job runners). The services' own processes and their Celery pool children stay.
+STRAY = ("bwrap", "workers.training.runner", "workers.training.prepare", "appliance-sandbox")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def stray_processes(stack: Stack) -> list[str]:
+    """Sandbox or training processes still alive under any of the stack's services."""
+    found, todo = [], [launcher.running(stack.settings, svc.name) for svc in launcher.services(stack.settings)]
+    todo = [pid for pid in todo if pid]
+    while todo:
+        for child in children_of(todo.pop()):
+            todo.append(child)
+            if not _zombie(child) and any(word in _cmdline(child) for word in STRAY):
+                found.append(f"{child}: {_cmdline(child)[:200]}")
+    return found
+
+
 def processes_of(data_dir: Path) -> list[str]:
     """Live processes started for this stack (their environment names its data dir)."""
     marker = f"APPLIANCE_DATA_DIR={data_dir}".encode()
@@ -162,6 +188,7 @@ def test_every_state_changing_operation_survives_the_fuzzer(tmp_path_factory) ->
         seed_real_things(stack, work / "seeds.json")
         run_schemathesis(stack, work / "seeds.json", work)
         assert_nothing_half_written(stack)
+        assert stray_processes(stack) == [], "sandbox or training processes outlived their request"
         with stack.http() as client:  # the stack still answers after the fuzzer
             assert client.get("/health").status_code == 200
     print(f"fuzz-state run: {time.monotonic() - started:.0f} s including the stack")
@@ -183,11 +210,14 @@ def _refused(reply: httpx.Response, words: str) -> dict:
     return error
 
 
-def test_adapter_with_a_path_too_long_for_the_filesystem_is_a_400(stack: Stack, client: httpx.Client) -> None:
-    before = sorted(p.name for p in settings_glue.registry(stack.settings).root.glob("*"))
-    reply = client.post("/adapters", json={"name": "long-path", "path": "0" * 4000})
-    _refused(reply, "cannot be read")
-    assert sorted(p.name for p in settings_glue.registry(stack.settings).root.glob("*")) == before
+def test_adapter_paths_that_cannot_be_folders_are_a_400_and_write_nothing(stack: Stack,
+                                                                          client: httpx.Client) -> None:
+    root = settings_glue.registry(stack.settings).root
+    before = sorted(p.name for p in root.glob("*")) if root.exists() else []
+    _refused(client.post("/adapters", json={"name": "long-path", "path": "0" * 4000}), "cannot be read")
+    _refused(client.post("/adapters", json={"name": "odd-home", "path": "~no-such-user-here/adapter"}),
+             "is not a folder")
+    assert (sorted(p.name for p in root.glob("*")) if root.exists() else []) == before
 
 
 def test_adapter_for_an_unknown_model_is_a_400_naming_the_configured_ones(stack: Stack,
