@@ -9,7 +9,10 @@ training jobs), PATCH /conversations/{cid}, and POST /conversations, /documents,
 (conversations, a finished task, two documents, a registered adapter, an ended training
 job), and tests/support/fuzz_state_hooks.py lets the fuzzer draw their ids, so deletes,
 renames, loads and resumes reach past the 404. Costs are bounded there too (3 s
-sandbox runs, one-step training). Passing means: no 5xx, every response documented by
+sandbox runs, one-step training). Phases: examples, coverage (boundary values: it found
+the 4096-character adapter path), fuzzing, and stateful, which follows the schema's
+links (core_agent/api/openapi_links.py) from a created conversation to its rename and
+deletes. Passing means: no 5xx, every response documented by
 the schema, and afterwards nothing half-written (no staging folder of a refused
 adapter, no half-created job, no job left running) and no process left once the stack
 is down.
@@ -87,7 +90,7 @@ def run_schemathesis(stack: Stack, seeds_file: Path, report_dir: Path) -> str:
     st = Path(sys.executable).with_name("st")
     argv = [str(st), "run", f"{stack.url}/openapi.json",
             "--header", f"Authorization: Bearer {stack.token}",
-            "--seed", str(SEED), "--max-examples", str(MAX_EXAMPLES), "--phases", "examples,coverage,fuzzing",
+            "--seed", str(SEED), "--max-examples", str(MAX_EXAMPLES), "--phases", "examples,coverage,fuzzing,stateful",
             "--checks", ",".join(CHECKS), "--request-timeout", "120", "--workers", "1", "--no-shrink",
             "--max-failures", "20", "--report", "junit", "--report-dir", str(report_dir)]
     for method in STATE_CHANGING_METHODS:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from configs.schema import Settings
 from lora_manager import owner_paths, settings_glue
 from lora_manager.errors import AdapterError, AdapterExists
-from lora_manager.naming import check_name
+from lora_manager.naming import NAME_RE, check_name
 from lora_manager.registry import check_tasks
 
 MEMORY_PREFIX = "memory:"
@@ -33,7 +33,8 @@ class TrainingCancelled(AdapterError):
 
 
 class TrainingSpec(BaseModel):
-    name: str
+    # The pattern is documented (OpenAPI); preflight's check_name enforces it with the fix.
+    name: str = Field(json_schema_extra={"pattern": NAME_RE.pattern})
     sources: list[str] = Field(min_length=1)
     kind: TrainingKind = "style"
     tasks: list[str] = Field(default_factory=lambda: ["chat"])
