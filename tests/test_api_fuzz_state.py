@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import httpx
+import jsonschema
 import pytest
 
 from bench.harness.faults import children_of
@@ -45,7 +46,7 @@ from tests.support.fuzz_state_hooks import FUZZ_SEEDS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 42
-MAX_EXAMPLES = 10
+MAX_EXAMPLES = 20
 # What tests/test_api_fuzz.py leaves out (on the shared stack) is what this run covers,
 # so the two runs together cover every operation, including ones added later.
 STATE_CHANGING_METHODS = ("DELETE", "PATCH")
@@ -244,3 +245,29 @@ def test_training_sources_that_cannot_be_paths_are_a_400(client: httpx.Client) -
         _refused(client.post("/adapters/train", json={"name": "odd-source", "sources": [source]}), "does not exist")
     _refused(client.post("/adapters/train", json={"name": "odd-base", "sources": ["memory:x"], "base": "b" * 5000}),
              "is not a folder")
+
+
+def test_schema_has_no_tuple_items_and_loss_points_are_pairs(client: httpx.Client) -> None:
+    """schemathesis could not read any /adapters/train response schema: pydantic wrote the
+    [step, loss] pairs as a 2020-12 `prefixItems` tuple, which draft-4 minded tools misread."""
+    schema = client.get("/openapi.json").json()
+    assert "prefixItems" not in json.dumps(schema)
+    points = schema["components"]["schemas"]["JobStatus"]["properties"]["loss_history"]
+    validator = jsonschema.Draft202012Validator(points)
+    assert validator.is_valid([[1, 2.5], [2, 1.25]])
+    assert not validator.is_valid([[1]]) and not validator.is_valid([[1, 2.0, 3.0]])
+
+
+def test_schema_links_lead_from_a_created_conversation_to_its_routes(client: httpx.Client) -> None:
+    schema = client.get("/openapi.json").json()
+    operation_ids = {op["operationId"]: (method, path) for path, item in schema["paths"].items()
+                     for method, op in item.items()}
+    links = schema["paths"]["/conversations"]["post"]["responses"]["201"]["links"]
+    targets = {operation_ids[link["operationId"]] for link in links.values()}
+    assert ("patch", "/conversations/{cid}") in targets and ("delete", "/conversations/{cid}") in targets
+    created = client.post("/conversations", json={"title": "linked"}).json()
+    rename = links[next(k for k, v in links.items() if operation_ids[v["operationId"]][0] == "patch")]
+    assert rename["parameters"] == {"cid": "$response.body#/id"}
+    cid = created["id"]  # what the link's expression points at
+    assert client.patch(f"/conversations/{cid}", json={"title": "renamed"}).json()["title"] == "renamed"
+    assert client.delete(f"/conversations/{cid}").status_code == 204
