@@ -17,7 +17,9 @@ the schema, and afterwards nothing half-written (no staging folder of a refused
 adapter, no half-created job, no job left running) and no process left once the stack
 is down.
 
-The errors this run found are fixed, each with a focused test below.
+The errors this run found are fixed, each with a focused test below. Deliberate break,
+recorded: with check_files' OSError guard removed (lora_manager/validation.py), the
+coverage phase's 4096-character adapter path gets a 500 and this test fails.
 """
 
 from __future__ import annotations
