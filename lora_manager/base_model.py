@@ -8,6 +8,7 @@ shapes are different bases; an adapter for one must not load on the other.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -80,7 +81,17 @@ class BaseModelSpec(BaseModel):
 
     @classmethod
     def from_gguf(cls, path: Path) -> BaseModelSpec:
-        """From a GGUF model file's metadata (no weights are read)."""
+        """From a GGUF model file's metadata (no weights are read). Remembered per file
+        version: parsing the metadata (a whole vocabulary) takes seconds on a busy CPU,
+        and every adapter registration, load and conversion asks."""
+        try:
+            stat = Path(path).stat()
+        except OSError:
+            return cls._read_gguf(path)
+        return _gguf_spec_cached(str(path), stat.st_mtime_ns, stat.st_size).model_copy()
+
+    @classmethod
+    def _read_gguf(cls, path: Path) -> BaseModelSpec:
         from gguf import GGUFReader
 
         try:
@@ -104,3 +115,8 @@ class BaseModelSpec(BaseModel):
 
     def same_shapes(self, other: BaseModelSpec) -> bool:
         return self.model_dump(exclude={"source"}) == other.model_dump(exclude={"source"})
+
+
+@lru_cache(maxsize=16)
+def _gguf_spec_cached(path: str, mtime_ns: int, size: int) -> BaseModelSpec:
+    return BaseModelSpec._read_gguf(Path(path))

@@ -25,6 +25,7 @@ from typing import Any, Iterator
 
 from pydantic import BaseModel, Field
 
+from lora_manager import owner_paths
 from lora_manager.base_model import BaseModelSpec
 from lora_manager.errors import AdapterExists, AdapterNotFound, AdapterRefused
 from lora_manager.naming import check_name
@@ -105,15 +106,22 @@ class AdapterRegistry:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
+    def precheck(self, name: str, source: Path, limits: ValidationLimits,
+                 tasks: list[str] | None = None) -> tuple[list[str], Path]:
+        """The checks that need neither the base model nor a copy (milliseconds): name,
+        tasks, and the source's files. Returns the normalised tasks and source folder."""
+        check_name(name)
+        tasks = check_tasks(tasks or list(DEFAULT_TASKS))
+        source = owner_paths.expanded(source)
+        # Cheap checks on the source first, so a 5 GB pickle is refused before copying.
+        check_files(source, limits)
+        return tasks, source
+
     def add(self, name: str, source: Path, base: BaseModelSpec, limits: ValidationLimits,
             tasks: list[str] | None = None, pinned: bool = False, description: str = "",
             training: dict[str, Any] | None = None) -> AdapterRecord:
         """Validate a copy of `source` and register it as `name`; all or nothing."""
-        check_name(name)
-        tasks = check_tasks(tasks or list(DEFAULT_TASKS))
-        source = Path(source).expanduser()
-        # Cheap checks on the source first, so a 5 GB pickle is refused before copying.
-        check_files(source, limits)
+        tasks, source = self.precheck(name, source, limits, tasks)
         with self._locked():
             if self.exists(name):
                 raise AdapterExists(f"adapter '{name}' is already registered. Fix: choose another name, or "

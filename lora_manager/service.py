@@ -17,6 +17,7 @@ from typing import Any
 from configs.schema import Settings
 from lora_manager import settings_glue
 from lora_manager.drivers.vllm import VllmAdapterDriver
+from lora_manager.errors import AdapterRefused
 from lora_manager.gguf_convert import convert_to_gguf
 from lora_manager.metrics import collect
 from lora_manager.registry import AdapterRecord
@@ -28,7 +29,13 @@ class AdapterService:
         self.registry = settings_glue.registry(settings)
 
     def _model(self, model: str | None) -> str:
-        return model or self.settings.default_model
+        """The served model an operation is for; an unknown one is a 400 naming the choices."""
+        model = model or self.settings.default_model
+        if model not in self.settings.models:
+            raise AdapterRefused(f"model '{model}' is not configured (configured: "
+                                 f"{', '.join(sorted(self.settings.models))}). Fix: name one of those, or "
+                                 f"leave `model` out for the default model.")
+        return model
 
     def _vllm(self, model: str) -> VllmAdapterDriver:
         cfg = self.settings.models[model]
@@ -47,6 +54,8 @@ class AdapterService:
             training: dict[str, Any] | None = None) -> AdapterRecord:
         """Validate against the served base and register; llama.cpp: convert right away."""
         model = self._model(model)
+        # A bad name or folder is refused before the base model is read (that takes seconds).
+        self.registry.precheck(name, path, settings_glue.limits(self.settings), tasks)
         base = settings_glue.served_base(self.settings, model)
         record = self.registry.add(name, path, base, settings_glue.limits(self.settings), tasks=tasks,
                                    pinned=pinned, description=description, training=training)

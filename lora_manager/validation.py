@@ -56,6 +56,14 @@ def _refuse(message: str) -> AdapterRefused:
 
 def check_files(folder: Path, limits: ValidationLimits) -> None:
     """The folder holds a PEFT adapter in safetensors, no pickles, within the size limit."""
+    try:
+        _check_files(folder, limits)
+    except OSError as exc:  # a name longer than the filesystem allows, an unreadable folder...
+        raise _refuse(f"the path {str(folder)[:200]!r} cannot be read ({exc.strerror or exc}). Fix: give the "
+                      f"folder that holds {CONFIG_FILE} and {WEIGHTS_FILE}, readable by the appliance.") from None
+
+
+def _check_files(folder: Path, limits: ValidationLimits) -> None:
     if not folder.is_dir():
         raise _refuse(f"{folder} is not a folder. Fix: give the folder that holds {CONFIG_FILE} and "
                       f"{WEIGHTS_FILE} (the output of peft's save_pretrained).")

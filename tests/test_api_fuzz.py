@@ -4,15 +4,11 @@ route from /openapi.json, with the owner's token, a fixed seed and a fixed examp
 budget. Passing means: no 5xx anywhere, and every response (status, content type,
 body) is one the schema documents.
 
-Left out, because the session stack is shared and these change state other tests rely
-on (the fuzzer finds real ids through GET /conversations and GET /tasks, so a DELETE
-would hit them): every DELETE (conversations, tasks, documents, adapters, training
-jobs) and PATCH (renames); POST /conversations and POST /documents (new threads and
-random documents would show up in other tests' listings and memory searches; the
-upload's hostile cases are in test_hostile_input.py); POST /memory/reindex (rebuilds
-the whole memory); POST /sandbox/run (runs code, covered by test_sandbox*.py);
-POST/DELETE under /adapters (loads, registers and trains adapters). The GET routes
-of all of these are fuzzed. Chat and Responses bodies are capped to 2 tokens and
+Left out here, because the session stack is shared and these change state other tests
+rely on: every DELETE and PATCH, POST /conversations, /documents, /memory/reindex,
+/sandbox/run and the POSTs under /adapters. tests/test_api_fuzz_state.py fuzzes exactly
+those, on a stack of its own, with real ids seeded; the GET routes of all of them are
+fuzzed here. Chat and Responses bodies are capped to 2 tokens and
 direct answers without memory by tests/support/fuzz_hooks.py (time budget).
 """
 

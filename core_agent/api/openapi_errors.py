@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from core_agent.api.openai_protocol import ErrorResponse
+from core_agent.api.openapi_links import add_links
 
 ERROR_STATUSES = {
     "400": "Invalid request: the message names the field and what to send instead",
@@ -58,8 +59,8 @@ def _with_errors(schema: dict[str, Any]) -> dict[str, Any]:
 def install_error_schema(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = _with_errors(get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes))
+            app.openapi_schema = add_links(_with_errors(get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes)))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

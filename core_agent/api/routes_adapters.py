@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from core_agent.api.deps import get_state, require_owner
 from core_agent.api.errors import error_response
+from lora_manager.naming import NAME_RE
 from lora_manager.registry import AdapterRecord
 from lora_manager.service import AdapterService
 from configs.contracts.errors import BackendError
@@ -21,7 +22,8 @@ router = APIRouter(dependencies=[Depends(require_owner)], tags=["adapters"])
 
 
 class NewAdapter(BaseModel):
-    name: str = Field(min_length=1, max_length=63)
+    # The pattern is documented for clients; check_name enforces it with a message saying the fix.
+    name: str = Field(min_length=1, max_length=63, json_schema_extra={"pattern": NAME_RE.pattern})
     # A folder on the appliance machine holding adapter_config.json + adapter_model.safetensors.
     path: str = Field(min_length=1, max_length=4096)
     tasks: list[str] = Field(default_factory=lambda: ["chat"])

@@ -23,9 +23,9 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from configs.processes import process_alive
 from lora_manager.errors import AdapterNotFound
@@ -35,6 +35,12 @@ from lora_manager.training.spec import TrainingSpec
 JobState = Literal["queued", "preparing", "generating", "training", "evaluating", "registering",
                    "done", "failed", "cancelled"]
 FINISHED = {"done", "failed", "cancelled"}
+# One [step, loss] pair. Its schema is written out because pydantic's own (a JSON Schema
+# 2020-12 `prefixItems` tuple) is misread by OpenAPI tools that still think in draft 4
+# (schemathesis rejected the whole response schema of every /adapters/train route).
+LossPoint = Annotated[tuple[int, float], WithJsonSchema({
+    "type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2,
+    "description": "[step, training loss]"})]
 
 
 class JobStatus(BaseModel):
@@ -45,7 +51,7 @@ class JobStatus(BaseModel):
     message: str = ""
     step: int = 0
     total_steps: int = 0
-    loss_history: list[tuple[int, float]] = Field(default_factory=list)
+    loss_history: list[LossPoint] = Field(default_factory=list)
     train_examples: int = 0
     eval_examples: int = 0
     resumed_from: int | None = None

@@ -6,15 +6,14 @@ rank, a taken name or a missing source is refused at once (exit 1 / HTTP 400).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from configs.schema import Settings
-from lora_manager import settings_glue
+from lora_manager import owner_paths, settings_glue
 from lora_manager.errors import AdapterError, AdapterExists
-from lora_manager.naming import check_name
+from lora_manager.naming import NAME_RE, check_name
 from lora_manager.registry import check_tasks
 
 MEMORY_PREFIX = "memory:"
@@ -34,7 +33,8 @@ class TrainingCancelled(AdapterError):
 
 
 class TrainingSpec(BaseModel):
-    name: str
+    # The pattern is documented (OpenAPI); preflight's check_name enforces it with the fix.
+    name: str = Field(json_schema_extra={"pattern": NAME_RE.pattern})
     sources: list[str] = Field(min_length=1)
     kind: TrainingKind = "style"
     tasks: list[str] = Field(default_factory=lambda: ["chat"])
@@ -73,8 +73,7 @@ def check_source(source: str) -> None:
             raise _refuse("memory: needs a query, e.g. memory:'my notes on training'. Fix: write what to look "
                           "for after the colon.")
         return
-    path = Path(source).expanduser()
-    if not path.exists():
+    if not owner_paths.exists(owner_paths.expanded(source)):
         raise _refuse(f"source {source} does not exist. Fix: give a folder or file of documents, a .jsonl of "
                       f"chat examples, or memory:<query>.")
 
@@ -106,7 +105,7 @@ def preflight(spec: TrainingSpec, settings: Settings) -> TrainingSpec:
         raise _refuse("give --epochs above 0 or --max-steps.")
     if not 0 < spec.learning_rate < 1:
         raise _refuse(f"learning rate {spec.learning_rate} is out of range (typical: 1e-4 .. 2e-3).")
-    if spec.base is not None and not Path(spec.base).expanduser().is_dir():
+    if spec.base is not None and not owner_paths.is_dir(owner_paths.expanded(spec.base)):
         raise _refuse(f"--base {spec.base} is not a folder. Fix: give the HF folder (config.json + safetensors) "
                       f"of the served base model, or leave it out to use the served model's own weights.")
     for source in spec.sources:
