@@ -19,7 +19,7 @@ STREAM_MAXLEN = 20_000
 # How often (in tokens) a generating task checks whether the owner cancelled it.
 CANCEL_CHECK_EVERY = 8
 # Text pieces within this window of the first unsent one share one event (workers/token_coalescer.py).
-TOKEN_FLUSH_INTERVAL_S = 0.010
+TOKEN_FLUSH_INTERVAL_S = 0.015
 
 
 def piece_event_json(kind: str, attempt: int, text: str, pieces: int) -> str:

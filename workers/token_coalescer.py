@@ -78,6 +78,8 @@ class TokenCoalescer:
                 self._close_locked()
             elif len(self._parts) == 1:
                 self._due = time.monotonic() + self._interval
+            else:
+                return  # joined the open window: the sender already waits for its end
             self._ensure_sender()
             self._cond.notify()
 
