@@ -67,17 +67,20 @@ def test_a_slow_send_never_blocks_the_generating_thread() -> None:
     send = Recorder(delay_s=0.2)  # a Redis round trip on a very busy machine
     pieces = TokenCoalescer(send, interval_s=0.01)
     pieces.add("token", "t0 ")
+    # The first piece is sent from the calling thread: no thread wake-up before it.
+    assert send.sent == [("token", "t0 ", 1)] and send.threads == {threading.current_thread().name}
+    pieces.add("token", "t1 ")                 # opens a window; the sender sends it when it closes
     deadline = time.monotonic() + 10
-    while not send.threads and time.monotonic() < deadline:
-        time.sleep(0.001)                      # the first send is under way...
+    while "token-sender" not in send.threads and time.monotonic() < deadline:
+        time.sleep(0.001)                      # that slow send is under way...
+    assert "token-sender" in send.threads
     started = time.monotonic()
-    for i in range(1, 20):
+    for i in range(2, 20):
         pieces.add("token", f"t{i} ")
     assert time.monotonic() - started < 0.1    # ...and no add() waited for it
     pieces.flush()
     assert "".join(text for _, text, _ in send.sent) == "".join(f"t{i} " for i in range(20))
     assert sum(n for _, _, n in send.sent) == 20
-    assert "token-sender" in send.threads  # the coalescer's own thread did the slow sends
 
 
 def test_pieces_in_one_window_share_an_event_measured_from_the_first_unsent() -> None:
@@ -107,7 +110,8 @@ def test_flush_sends_after_the_send_in_flight_and_keeps_kinds_apart() -> None:
 def test_a_failed_send_reaches_the_generating_thread() -> None:
     send = Recorder(fail_on="boom")
     pieces = TokenCoalescer(send, interval_s=0.01)
-    pieces.add("token", "boom")
+    pieces.add("token", "fine ")                  # sent from this thread
+    pieces.add("token", "boom")                   # sent (and failing) in the sender thread
     deadline = time.monotonic() + 10
     with pytest.raises(ConnectionError):
         while time.monotonic() < deadline:

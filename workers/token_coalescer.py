@@ -9,8 +9,9 @@ could decode the next one (py-spy: ~12% of the decode thread on a busy 2-core ma
 So `add()` only appends to a buffer and never does I/O; one sender thread per task
 does the sends:
 
-- the first piece of each kind (reasoning, answer text) goes out at once: no added
-  time to first token;
+- the first piece of each kind (reasoning, answer text) goes out at once, from the
+  generating thread itself (no thread wake-up in its way): no added time to first
+  token, one round trip per kind;
 - any later piece opens a window (if none is open) of `interval_s` measured from that
   piece; the window's pieces go out as one event when it closes, when they reach
   `max_chars`, or when the caller flushes (before 'done'/'error', so events stay in
@@ -73,15 +74,21 @@ class TokenCoalescer:
             self._kind = kind
             self._parts.append(text)
             self._chars += len(text)
-            if kind not in self._started or self._interval <= 0 or self._chars >= self._max_chars:
+            first = kind not in self._started
+            if first or self._interval <= 0 or self._chars >= self._max_chars:
                 self._started.add(kind)
                 self._close_locked()
             elif len(self._parts) == 1:
                 self._due = time.monotonic() + self._interval
             else:
                 return  # joined the open window: the sender already waits for its end
-            self._ensure_sender()
-            self._cond.notify()
+            if not first:
+                self._ensure_sender()
+                self._cond.notify()
+                return
+        # A first piece is sent from this thread: on a busy machine, waking the sender
+        # could add a scheduler delay to the time to first token. Once per kind.
+        self._send_ready()
 
     def flush(self) -> None:
         """Send everything buffered now, in this thread, after any send in flight
