@@ -153,7 +153,8 @@ def main() -> None:
         f"{os.cpu_count()} cores\n\n"
         "On 2 cores the generating worker shares the machine with the API process, Redis and the "
         "bench client; the direct path has none of that. Tokens closer together than "
-        "celery.token_flush_ms (10 ms) share one Redis event and one SSE chunk "
+        f"celery.token_flush_ms ({settings.celery.token_flush_ms:g} ms) share one Redis event and one SSE chunk, "
+        "sent from the worker's sender thread, not the decode thread "
         "(workers/token_coalescer.py); the first token is never held.\n"
     )
     print(table)

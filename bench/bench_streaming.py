@@ -259,7 +259,7 @@ def main() -> None:
     parser.add_argument("--streams", default="1,4,8,16", help="comma-separated concurrent stream counts")
     parser.add_argument("--rate", type=float, default=200.0, help="tokens/s per stream")
     parser.add_argument("--tokens", type=int, default=1000, help="tokens per stream")
-    parser.add_argument("--flush-ms", type=float, default=10.0, help="celery.token_flush_ms of the worker")
+    parser.add_argument("--flush-ms", type=float, default=15.0, help="celery.token_flush_ms of the worker")
     parser.add_argument("--compare-uncoalesced", action="store_true",
                         help="also run the sweep with one event per token (token_flush_ms=0)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per row")

@@ -67,16 +67,22 @@ def test_synthetic_backend_is_refused_in_normal_settings() -> None:
 def test_coalescer_keeps_order_and_kinds_and_flushes_a_stalled_tail() -> None:
     sent: list[tuple[str, str, int]] = []
     pieces = TokenCoalescer(lambda kind, text, n: sent.append((kind, text, n)), interval_s=0.05)
+
+    def wait_until_sent(count: int) -> None:  # sends happen in the coalescer's thread
+        deadline = time.monotonic() + 10
+        while len(sent) < count and time.monotonic() < deadline:
+            time.sleep(0.005)
+
     pieces.add("reasoning", "think ")
+    wait_until_sent(1)
     assert sent == [("reasoning", "think ", 1)]       # the first piece goes out at once
     pieces.add("reasoning", "more ")
-    pieces.add("token", "a")                           # a new kind sends the buffered one first
-    pieces.add("token", "b")
-    deadline = time.monotonic() + 10
-    while sent[-1] != ("token", "ab", 2) and time.monotonic() < deadline:
-        time.sleep(0.01)                               # nothing else comes: the timer sends the tail
+    pieces.add("token", "a")                           # a new kind sends the buffered one first,
+    pieces.add("token", "b")                           # and its first piece at once too
+    pieces.add("token", "c")
+    wait_until_sent(4)                                 # nothing else comes: the timer sends the tail
     # Each event says how many deltas it joins (a continuation counts max_tokens with it).
-    assert sent == [("reasoning", "think ", 1), ("reasoning", "more ", 1), ("token", "ab", 2)]
+    assert sent == [("reasoning", "think ", 1), ("reasoning", "more ", 1), ("token", "a", 1), ("token", "bc", 2)]
 
 
 def test_many_tokens_arrive_exactly_and_in_fewer_events(synth_stack: Stack) -> None:

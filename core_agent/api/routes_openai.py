@@ -24,6 +24,7 @@ from core_agent.api.openai_protocol import (
     UsageInfo,
 )
 from core_agent.api import openai_tools_wire as tools_wire
+from core_agent.api.sse_chunks import PieceChunks
 from core_agent.orchestration.chat_service import BadChatRequest, ChatFailed, ChatRun, ChatTurn, Thought
 from core_agent.api.request_options import run_headers, with_request_options
 from lora_manager.naming import split_model
@@ -105,17 +106,19 @@ async def _sse_stream(run: ChatRun, first: str | Thought | None, include_usage: 
         return ChatCompletionChunk(id=f"chatcmpl-{run.task_id}", model=run.model,
                                    choices=[ChunkChoice(delta=DeltaMessage(**delta))])
 
-    def piece_chunk(piece: str | Thought) -> ChatCompletionChunk:
+    rendered = PieceChunks(f"chatcmpl-{run.task_id}", run.model)  # one template per stream
+
+    def piece_sse(piece: str | Thought) -> str:
         # Reasoning travels in its own field, never inside content.
-        return chunk(reasoning_content=piece.text) if isinstance(piece, Thought) else chunk(content=piece)
+        return rendered.reasoning(piece.text) if isinstance(piece, Thought) else rendered.content(piece)
 
     yield _sse(chunk(role="assistant", content=""))
     if first:
-        yield _sse(piece_chunk(first))
+        yield piece_sse(first)
     try:
         if first is not None:  # None: the answer already ended (no text, e.g. only tool calls)
             async for piece in run.pieces():
-                yield _sse(piece_chunk(piece))
+                yield piece_sse(piece)
         result = await run.result()
     except ChatFailed as exc:
         # The status line is already sent; report the failure in-band, as OpenAI does.
