@@ -52,20 +52,7 @@ def _signed_post(stack: Stack, body: dict) -> httpx.Response:
 
 
 def _job_when(stack: Stack, job_id: str, done: callable, timeout_s: float = 180) -> dict:
-    deadline = time.monotonic() + timeout_s
-    job: dict = {}
-    while time.monotonic() < deadline:
-        try:
-            with stack.http(timeout=10) as http:
-                resp = http.get(f"/jobs/{job_id}")
-            if resp.status_code == 200:
-                job = resp.json()
-                if done(job):
-                    return job
-        except httpx.HTTPError:
-            pass  # the API is restarting
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} not as expected after {timeout_s:g}s: {job}")
+    return faults.poll_until(stack, f"/jobs/{job_id}", done, timeout_s)
 
 
 def _generating(stack: Stack, task_id: str, timeout_s: float = 120) -> None:

@@ -176,22 +176,29 @@ def stream_chat(stack: Stack, body: dict[str, Any], fault: Callable[[], Any] | N
     return out
 
 
-def wait_task_settled(stack: Stack, task_id: str, timeout_s: float = 120.0) -> dict[str, Any]:
-    """Poll GET /tasks/{id} until it is no longer running (the API may be restarting)."""
+def poll_until(stack: Stack, path: str, done: Callable[[dict[str, Any]], bool],
+               timeout_s: float = 120.0) -> dict[str, Any]:
+    """Poll GET `path` until `done(body)` (the API may be restarting meanwhile)."""
     deadline = time.monotonic() + timeout_s
     last: dict[str, Any] = {}
     while time.monotonic() < deadline:
         try:
             with stack.http(timeout=10) as http:
-                resp = http.get(f"/tasks/{task_id}")
+                resp = http.get(path)
             if resp.status_code == 200:
                 last = resp.json()
-                if last["status"] not in ("queued", "running"):
+                if done(last):
                     return last
         except httpx.HTTPError:
             pass  # the API is not back yet
         time.sleep(0.2)
-    raise AssertionError(f"task {task_id} still {last.get('status', 'unknown')} after {timeout_s:g}s")
+    raise AssertionError(f"{path} not as expected after {timeout_s:g}s: {last}")
+
+
+def wait_task_settled(stack: Stack, task_id: str, timeout_s: float = 120.0) -> dict[str, Any]:
+    """Poll GET /tasks/{id} until it is no longer queued or running."""
+    return poll_until(stack, f"/tasks/{task_id}", lambda task: task["status"] not in ("queued", "running"),
+                      timeout_s)
 
 
 def stored_answers(stack: Stack, conversation_id: str, task_id: str) -> list[dict[str, Any]]:
