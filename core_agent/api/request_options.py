@@ -9,8 +9,12 @@ from __future__ import annotations
 from typing import Protocol
 
 from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from core_agent.api.errors import error_response, retry_headers
 
 from core_agent.orchestration import tool_choice_hint, traffic
+from configs.contracts.errors import ErrorInfo
 from core_agent.orchestration.chat_service import BadChatRequest, ChatRun, ChatTurn
 
 
@@ -36,3 +40,10 @@ def run_headers(run: ChatRun) -> dict[str, str]:
     if run.plan_origin:
         headers["X-Appliance-Plan"] = run.plan_origin
     return headers
+
+
+def failed_turn_response(info: ErrorInfo, run: ChatRun | None) -> JSONResponse:
+    """A turn that failed before its answer was sent: OpenAI's error envelope, the turn's
+    headers when it got that far, Retry-After when the error says when to retry."""
+    return error_response(info.status, info.message, info.code,
+                          headers=retry_headers(info, run_headers(run) if run else None))

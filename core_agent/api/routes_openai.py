@@ -6,12 +6,12 @@ import json
 from typing import AsyncIterator
 
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from core_agent.access.principal import Principal
 from core_agent.api.deps import AppState, get_state, require_principal
-from core_agent.api.errors import error_response, retry_headers
-from core_agent.api.sse_keepalive import result_unless_gone, with_keepalive
+from core_agent.api.errors import error_response
+from core_agent.api.sse_keepalive import result_unless_gone, turn_stream_response
 from core_agent.api.openai_protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -26,7 +26,7 @@ from core_agent.api.openai_protocol import (
 from core_agent.api import openai_tools_wire as tools_wire
 from core_agent.api.sse_chunks import PieceChunks
 from core_agent.orchestration.chat_service import BadChatRequest, ChatFailed, ChatRun, ChatTurn, Thought
-from core_agent.api.request_options import run_headers, with_request_options
+from core_agent.api.request_options import failed_turn_response, run_headers, with_request_options
 from lora_manager.naming import split_model
 from configs.contracts.images import BadImage, decode_data_url
 from configs.contracts.tasks import Attachment, ChatMessage, GenerationParams, TaskResult
@@ -153,15 +153,11 @@ async def chat_completions(
         if body.stream:
             first = await run.first_piece()
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            stream = with_keepalive(_sse_stream(run, first, include_usage, tools_wire.is_legacy(body)), run,
-                                    "queued: the workers are busy with earlier requests", state.chat.cancel)
-            return StreamingResponse(stream,
-                                     media_type="text/event-stream",
-                                     headers={**run_headers(run), "Cache-Control": "no-cache"})
+            return turn_stream_response(_sse_stream(run, first, include_usage, tools_wire.is_legacy(body)), run,
+                                        state.chat.cancel)
         result = await result_unless_gone(run, request.is_disconnected, state.chat.cancel)
     except ChatFailed as exc:
-        headers = retry_headers(exc.info, run_headers(run) if run else None)
-        return error_response(exc.info.status, exc.info.message, exc.info.code, headers=headers)
+        return failed_turn_response(exc.info, run)
     response = ChatCompletionResponse(
         id=f"chatcmpl-{run.task_id}", model=run.model,
         choices=[Choice(message=tools_wire.response_message(result, tools_wire.is_legacy(body)),

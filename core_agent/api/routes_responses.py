@@ -12,16 +12,15 @@ import json
 from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from core_agent.api import responses_protocol as wire
 from core_agent.access.principal import Principal
 from core_agent.api.deps import AppState, get_state, require_principal
-from core_agent.api.errors import error_response, retry_headers
-from core_agent.api.sse_keepalive import result_unless_gone, with_keepalive
+from core_agent.api.sse_keepalive import result_unless_gone, turn_stream_response
 from core_agent.api.responses_protocol import BadResponsesInput, ResponsesRequest
 from core_agent.api.routes_openai import _attachments
-from core_agent.api.request_options import run_headers, with_request_options
+from core_agent.api.request_options import failed_turn_response, run_headers, with_request_options
 from core_agent.orchestration.chat_service import BadChatRequest, ChatFailed, ChatRun, ChatTurn
 from core_agent.orchestration.tool_calls import ToolCallsRefused, calls_tools
 from configs.contracts.tasks import ChatMessage, GenerationParams, TaskResult
@@ -198,14 +197,11 @@ async def create_response(body: ResponsesRequest, request: Request,
         run = await state.chat.start(with_request_options(turn, body, request))
         if body.stream:
             first = await run.first_piece()
-            stream = with_keepalive(_stream(body, run, first, state, messages, principal), run,
-                                    "queued: the workers are busy with earlier requests", state.chat.cancel)
-            return StreamingResponse(stream, media_type="text/event-stream",
-                                     headers={**run_headers(run), "Cache-Control": "no-cache"})
+            return turn_stream_response(_stream(body, run, first, state, messages, principal), run,
+                                        state.chat.cancel)
         result = await result_unless_gone(run, request.is_disconnected, state.chat.cancel)
     except ChatFailed as exc:
-        return error_response(exc.info.status, exc.info.message, exc.info.code,
-                              headers=retry_headers(exc.info, run_headers(run) if run else None))
+        return failed_turn_response(exc.info, run)
     rid = wire.response_id(run.task_id)
     if body.store:
         await _remember(state, rid, messages, result, run.conversation_id, principal)

@@ -22,11 +22,15 @@ import asyncio
 import logging
 from typing import AsyncIterator, Awaitable, Callable
 
+from fastapi.responses import StreamingResponse
+
 from configs.contracts.tasks import TaskResult
+from core_agent.api.request_options import run_headers
 from core_agent.orchestration.chat_service import ChatRun
 
 KEEPALIVE_S = 10.0
 DISCONNECT_POLL_S = 1.0
+QUEUE_NOTE = "queued: the workers are busy with earlier requests"
 
 log = logging.getLogger("appliance.api.sse")
 
@@ -35,9 +39,16 @@ log = logging.getLogger("appliance.api.sse")
 _cancelling: set[asyncio.Task] = set()
 
 
-async def with_keepalive(stream: AsyncIterator[str], run: ChatRun, queue_note: str,
-                         cancel: Callable[[str], Awaitable[bool]], keepalive_s: float = KEEPALIVE_S
-                         ) -> AsyncIterator[str]:
+def turn_stream_response(stream: AsyncIterator[str], run: ChatRun,
+                         cancel: Callable[[str], Awaitable[bool]]) -> StreamingResponse:
+    """The SSE response of a streamed turn (chat completions, Responses): kept alive while
+    queued, with the turn's headers."""
+    return StreamingResponse(with_keepalive(stream, run, cancel), media_type="text/event-stream",
+                             headers={**run_headers(run), "Cache-Control": "no-cache"})
+
+
+async def with_keepalive(stream: AsyncIterator[str], run: ChatRun, cancel: Callable[[str], Awaitable[bool]],
+                         keepalive_s: float = KEEPALIVE_S, queue_note: str = QUEUE_NOTE) -> AsyncIterator[str]:
     """`stream` with a comment line after every `keepalive_s` of silence while `run` is
     queued; `cancel(task_id)` is called if the client leaves while it is still queued."""
     it = stream.__aiter__()
