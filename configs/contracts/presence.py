@@ -36,6 +36,13 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
 """
 
+# KEYS[1] = the queue's set; the hostnames of the workers whose entry has not lapsed.
+NAMES_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
+"""
+
 
 def presence_key(queue: str) -> str:
     return f"{PRESENCE_PREFIX}{queue}"

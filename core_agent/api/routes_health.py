@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from core_agent.api.deps import AppState, get_state, require_owner
 from core_agent.orchestration.dispatcher import DispatchError
+from core_agent.orchestration.queue_presence import live_worker_names
 from configs.contracts.tasks import result_value
 
 router = APIRouter(tags=["health"])
@@ -59,16 +60,32 @@ async def _check_workers(state: AppState) -> Check:
     return Check(ok=not missing, detail=detail)
 
 
-def _chat_worker_load(state: AppState) -> tuple[set[str], dict[str, int]]:
-    """Chat-queue workers that run nothing now, and those running tasks -> how many. Asked
-    through Celery's control channel, which a worker's main process answers even while
-    its pool generates."""
-    inspect = state.celery.control.inspect(timeout=1.0)
-    queues = inspect.active_queues() or {}
+# How long /ready waits for the chat workers to say what they run. It returns as soon
+# as every live one answered (usually milliseconds); the bound only matters on a machine
+# so loaded that a worker's main process answers late.
+LOAD_REPLY_TIMEOUT_S = 3.0
+
+
+def _chat_worker_load(state: AppState, chat_workers: list[str]) -> tuple[set[str], dict[str, int]]:
+    """Chat-queue workers (by their presence entries) that run nothing now, and those
+    running tasks -> how many. Asked through Celery's control channel, which a worker's
+    main process answers even while its pool generates; only the chat workers are asked,
+    and the call ends when all of them replied, not after a fixed broadcast wait."""
+    if not chat_workers:
+        return set(), {}
+    inspect = state.celery.control.inspect(destination=chat_workers, limit=len(chat_workers),
+                                           timeout=LOAD_REPLY_TIMEOUT_S)
     active = inspect.active() or {}
-    chat = {w for w, qs in queues.items() if any(q["name"] == "chat" for q in qs)}
-    busy = {w: len(tasks) for w, tasks in active.items() if w in chat and tasks}
-    return chat - set(busy), busy
+    busy = {w: len(tasks) for w, tasks in active.items() if w in chat_workers and tasks}
+    return set(chat_workers) - set(busy), busy
+
+
+async def _chat_load(state: AppState) -> tuple[set[str], dict[str, int]]:
+    try:
+        chat_workers = await live_worker_names(state.redis, "chat")
+        return await asyncio.to_thread(_chat_worker_load, state, chat_workers)
+    except Exception:
+        return set(), {}
 
 
 def _busy_check(busy: dict[str, int]) -> Check:
@@ -77,10 +94,7 @@ def _busy_check(busy: dict[str, int]) -> Check:
 
 
 async def _check_models(state: AppState) -> Check:
-    try:
-        idle, busy = await asyncio.to_thread(_chat_worker_load, state)
-    except Exception:
-        idle, busy = set(), {}
+    idle, busy = await _chat_load(state)
     if busy and not idle:
         # Every chat worker is generating: a probe would only queue behind the generation
         # (and stay in the queue after we gave up on it). Serving is ready, not a 503.
@@ -93,10 +107,7 @@ async def _check_models(state: AppState) -> Check:
         if exc.info.code in ("no_worker", "queue_busy"):
             # The worker became busy between the look and the probe (`queue_busy`: it is
             # alive, by its presence entry).
-            try:
-                _idle, busy = await asyncio.to_thread(_chat_worker_load, state)
-            except Exception:
-                busy = {}
+            _idle, busy = await _chat_load(state)
             if busy:
                 return _busy_check(busy)
         return Check(ok=False, detail=f"no chat worker answered the model check: {exc}")

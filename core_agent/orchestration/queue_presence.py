@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from configs.contracts.presence import COUNT_SCRIPT, presence_key
+from configs.contracts.presence import COUNT_SCRIPT, NAMES_SCRIPT, presence_key
 
 
 async def live_workers(redis: aioredis.Redis, queue: str) -> int:
     return int(await redis.eval(COUNT_SCRIPT, 1, presence_key(queue)))
+
+
+async def live_worker_names(redis: aioredis.Redis, queue: str) -> list[str]:
+    names = await redis.eval(NAMES_SCRIPT, 1, presence_key(queue))
+    return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in names)
