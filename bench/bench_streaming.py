@@ -2,7 +2,9 @@
 
 The chat model is the `synthetic_rate` backend (workers/backends/synthetic_rate.py): it
 makes up tokens on a fixed schedule (rate_per_stream tokens/s, no model), so what is
-measured is the pipeline's own ceiling. For each row, N clients stream at once:
+measured is the pipeline's own ceiling. For each row, N clients start a stream at the
+same moment, in --rounds bursts (after a warm-up burst of N short answers, which opens
+the client's N connections and the worker's threads):
 
 - delivered_ratio: tokens/s the clients received / tokens/s emitted. Emitted: the
   source's schedule ((tokens-1)/rate from its first token to its last); received: the
@@ -143,16 +145,21 @@ class CpuMeter:
 
 
 async def sweep_row(settings: Settings, token: str, streams: int, rate: float, tokens: int,
-                    flush_ms: float) -> Row:
+                    flush_ms: float, rounds: int) -> Row:
     meters = {name: CpuMeter(launcher.running(settings, name)) for name in ("api", "redis", "worker-chat")}
     limits = httpx.Limits(max_connections=streams + 4, max_keepalive_connections=streams + 4)
     redis = aioredis.Redis.from_url(settings.redis_url)
     async with httpx.AsyncClient(base_url=settings.api_url, headers={"Authorization": f"Bearer {token}"},
                                  timeout=300, limits=limits) as client:
-        await one_stream(client, redis, 4)  # warm the connections and the worker
+        # Warm-up: a burst of `streams` short answers opens the client's connections and
+        # starts the pools' threads, so a row measures the pipeline, not TCP connects
+        # and thread start-up of its first burst.
+        await asyncio.gather(*(one_stream(client, redis, 4) for _ in range(streams)))
         for meter in meters.values():
             meter.start()
-        runs = await asyncio.gather(*(one_stream(client, redis, tokens) for _ in range(streams)))
+        runs: list[StreamRun] = []
+        for _ in range(rounds):
+            runs += await asyncio.gather(*(one_stream(client, redis, tokens) for _ in range(streams)))
         cpu = {name: meter.percent() for name, meter in meters.items()}
     await redis.aclose()
     # Emitted: the source's schedule, (tokens - 1) / rate from its first token to its last (a
@@ -194,7 +201,8 @@ def run_sweep(args: argparse.Namespace, flush_ms: float, progress) -> list[Row]:
     rows = []
     with running_stack(overrides, progress=progress, only={"redis", "worker-chat", "api"}) as stack:
         for n in counts:
-            row = asyncio.run(sweep_row(stack.settings, stack.token, n, args.rate, args.tokens, flush_ms))
+            row = asyncio.run(sweep_row(stack.settings, stack.token, n, args.rate, args.tokens, flush_ms,
+                                        args.rounds))
             progress(f"  {n:>2} streams: delivered {row.delivered_ratio:.3f}, TTFT added p50 "
                      f"{row.ttft_added_ms_p50:.1f} ms, api {row.api_cpu_percent:.0f}% redis "
                      f"{row.redis_cpu_percent:.0f}% worker {row.worker_cpu_percent:.0f}%")
@@ -242,7 +250,7 @@ def table(rows: list[Row], args: argparse.Namespace, load: tuple[float, float]) 
     return (
         "## Concurrent streams at GPU rates (issue 17)\n\n"
         f"Synthetic token source (`synthetic_rate` backend, no model) at {args.rate:g} tokens/s per stream, "
-        f"{args.tokens} tokens per stream, all streams started at once; one chat worker (threads pool, one "
+        f"{args.tokens} tokens per stream, all streams of a row started at once, in {args.rounds} bursts after a warm-up burst (the client's connections open, the worker's threads started); one chat worker (threads pool, one "
         "thread per stream), Redis and the API on loopback; memory recall off. CPU is % of one core "
         "(psutil on the launcher's PIDs). Targets: delivered ratio >= 0.98 up to 8 streams, TTFT added "
         "<= 25 ms.\n\n" + "\n".join(lines) + "\n\n"
@@ -259,6 +267,8 @@ def main() -> None:
     parser.add_argument("--streams", default="1,4,8,16", help="comma-separated concurrent stream counts")
     parser.add_argument("--rate", type=float, default=200.0, help="tokens/s per stream")
     parser.add_argument("--tokens", type=int, default=1000, help="tokens per stream")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="bursts of N simultaneous streams per row (TTFT p50 is over all of them)")
     parser.add_argument("--flush-ms", type=float, default=15.0, help="celery.token_flush_ms of the worker")
     parser.add_argument("--compare-uncoalesced", action="store_true",
                         help="also run the sweep with one event per token (token_flush_ms=0)")

@@ -1,8 +1,12 @@
 """A SQLite file we keep state in (core stores, the rag document registry): WAL mode,
-one short connection per call.
+one connection per thread, a transaction per call.
 
-One connection per call (not one per process) keeps the stores safe to use from any
-thread of the API, and WAL lets readers proceed while a writer commits.
+A connection per thread (not one per process) keeps the stores safe to use from any
+thread of the API, and WAL lets readers proceed while a writer commits. The connection
+is kept for the thread's next call: opening one (connect + two PRAGMAs, ~0.1 ms of CPU)
+was the largest single cost of a chat request's own store work (issue 17, the API's
+per-request CPU). Each call is still its own transaction: committed when the `with`
+block ends, rolled back on error.
 
 Two settings keep a write at ~0.1 ms instead of ~30 ms on a busy disk (measured for
 issue 17, bench/bench_sqlite_writes.py: several such writes stand before an
@@ -12,12 +16,15 @@ answer's first token):
   OS crash may lose the last commits, never the file's consistency.
 - one idle "keeper" connection per file: when the last connection to a WAL database
   closes, SQLite checkpoints and deletes the WAL (two fsyncs) and the next commit
-  re-creates it. With the keeper open, per-call connections close in microseconds.
+  re-creates it. With the keeper open, a thread's connection closing (its thread
+  ended, or it failed) never costs that.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -26,6 +33,7 @@ from typing import Iterator
 class SqliteFile:
     def __init__(self, path: Path, *schemas: str) -> None:
         self.path = path
+        self._threads = threading.local()
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
@@ -37,13 +45,41 @@ class SqliteFile:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection that commits on success and rolls back on error."""
-        db = sqlite3.connect(self.path, timeout=30)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA foreign_keys=ON")
-        db.execute("PRAGMA synchronous=NORMAL")
+        """This thread's connection, in a transaction that commits on success and rolls
+        back on error. A call made inside another one (same thread) joins the outer
+        transaction, which commits or rolls back both."""
+        local = self._local()
+        if local.depth:
+            local.depth += 1
+            try:
+                yield local.db
+            finally:
+                local.depth -= 1
+            return
+        local.depth = 1
         try:
-            with db:
-                yield db
+            with local.db:
+                yield local.db
+        except sqlite3.Error:
+            # A connection that failed (disk, corruption) is not trusted with the next call.
+            self._drop(local)
+            raise
         finally:
-            db.close()
+            local.depth = 0
+
+    def _local(self) -> threading.local:
+        local = self._threads
+        if getattr(local, "pid", None) != os.getpid():  # never reuse a connection across fork()
+            db = sqlite3.connect(self.path, timeout=30)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA synchronous=NORMAL")
+            local.db, local.pid, local.depth = db, os.getpid(), 0
+        return local
+
+    @staticmethod
+    def _drop(local: threading.local) -> None:
+        try:
+            local.db.close()
+        finally:
+            local.pid = None

@@ -95,6 +95,9 @@ def _turn(body: ChatCompletionRequest, state: AppState, conversation_header: str
                     principal=principal)
 
 
+DONE = "data: [DONE]\n\n"
+
+
 def _sse(chunk: ChatCompletionChunk | dict) -> str:
     data = chunk.model_dump_json(exclude_none=True) if isinstance(chunk, ChatCompletionChunk) else json.dumps(chunk)
     return f"data: {data}\n\n"
@@ -112,9 +115,10 @@ async def _sse_stream(run: ChatRun, first: str | Thought | None, include_usage: 
         # Reasoning travels in its own field, never inside content.
         return rendered.reasoning(piece.text) if isinstance(piece, Thought) else rendered.content(piece)
 
-    yield _sse(chunk(role="assistant", content=""))
-    if first:
-        yield piece_sse(first)
+    # The role chunk and the first text go out in one write, as do the last chunks and
+    # [DONE]: each write is a socket send through every middleware (issue 17, API CPU).
+    opening = _sse(chunk(role="assistant", content=""))
+    yield opening + piece_sse(first) if first else opening
     try:
         if first is not None:  # None: the answer already ended (no text, e.g. only tool calls)
             async for piece in run.pieces():
@@ -122,20 +126,19 @@ async def _sse_stream(run: ChatRun, first: str | Thought | None, include_usage: 
         result = await run.result()
     except ChatFailed as exc:
         # The status line is already sent; report the failure in-band, as OpenAI does.
-        yield _sse({"error": {"message": exc.info.message, "type": exc.info.code, "code": exc.info.status}})
-        yield "data: [DONE]\n\n"
+        yield _sse({"error": {"message": exc.info.message, "type": exc.info.code, "code": exc.info.status}}) + DONE
         return
-    for delta in tools_wire.tool_call_deltas(result, legacy):
-        yield _sse(ChatCompletionChunk(id=f"chatcmpl-{run.task_id}", model=run.model,
-                                       choices=[ChunkChoice(delta=delta)]))
-    final = ChatCompletionChunk(id=f"chatcmpl-{run.task_id}", model=run.model,
-                                choices=[ChunkChoice(delta=DeltaMessage(), logprobs=tools_wire.choice_logprobs(result),
-                                                     finish_reason=tools_wire.finish_reason(result, legacy))])
-    yield _sse(final)
+    closing = [_sse(ChatCompletionChunk(id=f"chatcmpl-{run.task_id}", model=run.model,
+                                        choices=[ChunkChoice(delta=delta)]))
+               for delta in tools_wire.tool_call_deltas(result, legacy)]
+    closing.append(_sse(ChatCompletionChunk(
+        id=f"chatcmpl-{run.task_id}", model=run.model,
+        choices=[ChunkChoice(delta=DeltaMessage(), logprobs=tools_wire.choice_logprobs(result),
+                             finish_reason=tools_wire.finish_reason(result, legacy))])))
     if include_usage:
-        yield _sse(ChatCompletionChunk(id=f"chatcmpl-{run.task_id}", model=run.model, choices=[],
-                                       usage=_usage(result)))
-    yield "data: [DONE]\n\n"
+        closing.append(_sse(ChatCompletionChunk(id=f"chatcmpl-{run.task_id}", model=run.model, choices=[],
+                                                usage=_usage(result))))
+    yield "".join(closing) + DONE
 
 
 @router.post("/chat/completions", response_model=ChatCompletionResponse)

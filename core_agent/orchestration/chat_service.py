@@ -220,6 +220,21 @@ class ChatService:
         if not any(m.role == "user" for m in turn.messages):
             raise BadChatRequest("messages must contain at least one message with role 'user'")
 
+    def _open_turn(self, turn: ChatTurn, policy: traffic.TurnPolicy, question: str,
+                   task_id: str) -> tuple[str, bool, list[ChatMessage], int | None]:
+        """The turn's conversation (created if new), its prompt, and the stored question's
+        id (None when the turn is not stored). Runs in a thread: it reads and writes SQLite."""
+        if policy.stores_turn:
+            cid, existing = self._conversation_for(turn, question)
+        else:
+            cid, existing = self._unstored_conversation(turn)
+        prompt = self._capped(turn, self._prompt(turn, cid, existing and policy.reads_memory))
+        question_id = None
+        if policy.stores_turn and not (existing and tool_calls.continues_tool_calls(turn.messages)):
+            question_id = self.store.append(cid, "user", question, task_id=task_id, model=turn.model,
+                                            meta={"images": len(turn.attachments)} if turn.attachments else None).id
+        return cid, existing, prompt, question_id
+
     def _conversation_for(self, turn: ChatTurn, title: str) -> tuple[str, bool]:
         """The conversation id to use, and whether it already existed."""
         cid = turn.conversation_id
@@ -345,19 +360,11 @@ class ChatService:
         self._gate_adapter(turn)
         self._check_caller_plan(turn)
         question = next(m.text() for m in reversed(turn.messages) if m.role == "user")
-        # SQLite runs in a thread: the event loop never waits on the disk.
-        if policy.stores_turn:
-            cid, existing = await asyncio.to_thread(self._conversation_for, turn, question)
-        else:
-            cid, existing = await asyncio.to_thread(self._unstored_conversation, turn)
-        prompt = self._capped(turn, await asyncio.to_thread(self._prompt, turn, cid,
-                                                            existing and policy.reads_memory))
         task_id = uuid.uuid4().hex
-        question_id = None
-        if policy.stores_turn and not (existing and tool_calls.continues_tool_calls(turn.messages)):
-            question_id = (await asyncio.to_thread(
-                self.store.append, cid, "user", question, task_id=task_id, model=turn.model,
-                meta={"images": len(turn.attachments)} if turn.attachments else None)).id
+        # SQLite runs in a thread (the event loop never waits on the disk), all of it in
+        # one hop: each hop costs the loop a thread hand-off and a wake-up.
+        opened = await asyncio.to_thread(self._open_turn, turn, policy, question, task_id)
+        cid, existing, prompt, question_id = opened
         run = ChatRun(task_id=task_id, conversation_id=cid, model=turn.model, _question_id=question_id,
                       _new_conversation=policy.stores_turn and not existing)
         run._outcome = asyncio.get_running_loop().create_future()

@@ -121,7 +121,7 @@ class TaskStore(SqliteFile):
 
     async def _event(self, task_id: str, event: dict[str, Any]) -> None:
         key = EVENTS_KEY.format(task_id)
-        pipe = self.redis.pipeline()
+        pipe = self.redis.pipeline(transaction=False)  # one round trip; MULTI/EXEC buys nothing here
         pipe.xadd(key, {"e": json.dumps({**event, "task_id": task_id, "at": time.time()})}, maxlen=5000)
         pipe.expire(key, EVENTS_TTL_S)
         await pipe.execute()
