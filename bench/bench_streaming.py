@@ -13,7 +13,9 @@ the client's N connections and the worker's threads):
   the streams; 1.0 = every token reached its client on schedule; a pipeline that falls
   behind ends late. source_kept_rate: the source's schedule / its actual duration
   (below 1.0 when its worker thread was starved).
-- ttft_added_ms_p50: request sent -> first answer text at the client. The source's
+- ttft_added_ms_p50: request sent (its last byte written to the socket, so a client
+  that starts N requests at once does not count its own sending as the appliance's)
+  -> first answer text at the client. The source's
   own time to first token is zero (it emits token 1 at once), so all of it is added by
   the appliance (API, stores, queue, worker pickup, event stream, SSE).
 - api/redis/worker_cpu_percent: psutil CPU time of the launcher-recorded PIDs over the
@@ -96,10 +98,15 @@ async def one_stream(client: httpx.AsyncClient, redis: aioredis.Redis, tokens: i
     body = {"model": MODEL, "stream": True, "max_tokens": tokens, "mode": "direct",
             "stream_options": {"include_usage": True},
             "messages": [{"role": "user", "content": "Stream, please."}]}
-    start = time.time()
+    sent: list[float] = []
+
+    async def trace(name: str, info: dict) -> None:
+        if name == "http11.send_request_body.complete":
+            sent.append(time.time())
+
     first = last = None
     parts: list[str] = []
-    async with client.stream("POST", "/v1/chat/completions", json=body) as resp:
+    async with client.stream("POST", "/v1/chat/completions", json=body, extensions={"trace": trace}) as resp:
         resp.raise_for_status()
         task_id = resp.headers["x-task-id"]
         async for line in resp.aiter_lines():
@@ -112,6 +119,7 @@ async def one_stream(client: httpx.AsyncClient, redis: aioredis.Redis, tokens: i
                 last = now
                 parts.append(chunk["choices"][0]["delta"]["content"])
     source_start, source_s = await source_timing(redis, task_id)
+    start = sent[0]
     text = "".join(parts)
     return StreamRun(ttft_s=first - start, to_source_s=source_start - start, received_s=last - source_start, emitted_s=source_s, tokens=tokens,
                      chunks=len(parts), exact=text == "".join(synthetic_tokens(tokens)))

@@ -34,6 +34,11 @@ class SqliteFile:
     def __init__(self, path: Path, *schemas: str) -> None:
         self.path = path
         self._threads = threading.local()
+        # One transaction at a time per file in this process: threads queue on this lock
+        # and are woken the moment it is free. Left to SQLite, a second writer polls the
+        # file lock with its busy handler's sleeps of 1, 2, 5, 10... ms. (Other processes
+        # writing the same file still meet that busy handler.)
+        self._turn = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
@@ -58,7 +63,7 @@ class SqliteFile:
             return
         local.depth = 1
         try:
-            with local.db:
+            with self._turn, local.db:
                 yield local.db
         except sqlite3.Error:
             # A connection that failed (disk, corruption) is not trusted with the next call.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from dataclasses import dataclass
@@ -56,9 +57,13 @@ def api_keys(state: AppState) -> ApiKeyStore:
     return store
 
 
+def is_owner_token(state: AppState, token: str | None) -> bool:
+    return token is not None and secrets.compare_digest(token.encode(), state.owner_token.encode())
+
+
 def principal_for_token(state: AppState, token: str | None) -> Principal:
     """The owner, or the named API key this bearer token is; 401 for anything else."""
-    if token is not None and secrets.compare_digest(token.encode(), state.owner_token.encode()):
+    if is_owner_token(state, token):
         return OWNER_PRINCIPAL
     match = api_keys(state).find(token) if token else None
     if match is None:
@@ -76,16 +81,25 @@ def principal_for_token(state: AppState, token: str | None) -> Principal:
                                                        f"restore the preset or issue a new key") from None
 
 
-def require_principal(
+async def require_principal(
     request: Request,
     credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
 ) -> Principal:
-    """Who asks: the owner or an API key (routes narrow what it sees by its scope)."""
-    principal = principal_for_token(get_state(request), credentials.credentials if credentials else None)
+    """Who asks: the owner or an API key (routes narrow what it sees by its scope).
+
+    Async, so FastAPI runs it on the event loop rather than handing it to a thread: the
+    owner's token is a comparison, and only an API key's lookup (SQLite) goes to a
+    thread. A sync dependency cost every request a thread hop (issue 17, TTFT)."""
+    state = get_state(request)
+    token = credentials.credentials if credentials else None
+    if is_owner_token(state, token):
+        principal = OWNER_PRINCIPAL
+    else:
+        principal = await asyncio.to_thread(principal_for_token, state, token)
     request.state.principal = principal
     return principal
 
 
-def require_owner(principal: Principal = Depends(require_principal)) -> None:
+async def require_owner(principal: Principal = Depends(require_principal)) -> None:
     """Owner-only routes: a valid key gets 403 naming the missing scope, not 401."""
     principal.require_owner("use this owner-only endpoint")

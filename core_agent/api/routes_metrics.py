@@ -35,13 +35,13 @@ async def _worker_fields(state: AppState) -> dict[str, float]:
 _bearer = HTTPBearer(auto_error=False)
 
 
-def metrics_access(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
+async def metrics_access(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
     """Metrics may be switched off, and need the owner token unless configured otherwise."""
     observability = get_state(request).settings.observability
     if not observability.metrics:
         raise HTTPException(status_code=404, detail="metrics are switched off (observability.metrics)")
     if observability.metrics_require_token:
-        require_principal(request, credentials).require_owner("read the metrics")
+        (await require_principal(request, credentials)).require_owner("read the metrics")
 
 
 @router.get("/metrics", include_in_schema=False, dependencies=[Depends(metrics_access)])

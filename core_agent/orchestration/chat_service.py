@@ -434,6 +434,7 @@ class ChatService:
     async def _traced_turn(self, run: ChatRun, turn: ChatTurn, question: str, prompt: list[ChatMessage]) -> None:
         assert run._outcome is not None
         status, error = "failed", None
+        recorded: asyncio.Future[None] | None = None
         try:
             mode = "plan" if turn.plan is not None else turn.mode  # an explicit plan is run as given
             if tool_calls.calls_tools(turn.params):
@@ -442,10 +443,14 @@ class ChatService:
                 decision = await self.router.decide(question, mode, bool(turn.attachments),
                                                     lambda q: self._ask_route(q, run.task_id))
                 span.set_attributes({"appliance.route": decision.route, "appliance.route_reason": decision.reason})
-            await self.tasks.create(run.task_id, run.conversation_id, decision.route, turn.source, decision.reason)
+            # The task's record is written while the answer is queued (a direct answer
+            # waits for neither); it is complete before anything reads or updates it.
+            recorded = asyncio.ensure_future(self.tasks.create(run.task_id, run.conversation_id, decision.route,
+                                                               turn.source, decision.reason))
             messages, failed = prompt, None
             answer_id = run.task_id
             if decision.route == "plan":
+                await asyncio.shield(recorded)  # the plan is written into it; shielded: a cancel must not cut it
                 messages, failed = await self._plan_steps(run, turn, question, prompt)
                 answer_id = turn_call_id(run.task_id, "answer")
             policy = turn.policy or traffic.policy_for("owner", turn.memory, self.settings.traffic)
@@ -458,6 +463,7 @@ class ChatService:
             with tracer().start_as_current_span("answer"):
                 await self.dispatcher.submit("chat.generate", task.model_dump(), task_id=answer_id,
                                              queue=policy.queue)
+                await asyncio.shield(recorded)
                 result = await self._follow(run, answer_id, policy.queue)
             checked = tool_calls.checked(result, turn.params)
             if isinstance(checked, ErrorInfo):
@@ -502,6 +508,8 @@ class ChatService:
             # Retrieve the exception so asyncio does not log it as never retrieved.
             run._outcome.add_done_callback(lambda f: f.cancelled() or f.exception())
             try:
+                if recorded is not None:  # its end is written after its start, whatever failed
+                    await asyncio.shield(asyncio.gather(recorded, return_exceptions=True))
                 await asyncio.shield(self.tasks.finish(run.task_id, status, error=error, sources=run.sources))
             except Exception:
                 log.exception("could not record the end of task %s", run.task_id)
