@@ -65,9 +65,11 @@ class SqliteFile:
         try:
             with self._turn, local.db:
                 yield local.db
-        except sqlite3.Error:
-            # A connection that failed (disk, corruption) is not trusted with the next call.
-            self._drop(local)
+        except sqlite3.Error as exc:
+            # A connection that failed (disk, corruption) is not trusted with the next call;
+            # a broken constraint (e.g. two requests creating one conversation) is no failure of it.
+            if not isinstance(exc, sqlite3.IntegrityError):
+                self._drop(local)
             raise
         finally:
             local.depth = 0
