@@ -27,9 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
-import psutil
 
-from bench.bench_streaming import MODEL, stack_overrides
+from bench.bench_streaming import MODEL, CpuMeter, stack_overrides
 from bench.harness.stack import running_stack
 from bench.report import write_section
 from core_agent.ops import launcher
@@ -44,17 +43,12 @@ class Row:
     load_average_1m: float
 
 
-def _cpu_s(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
-
-
 async def measure(api_url: str, token: str, pids: tuple[int, int], stream: bool,
                   requests: int) -> tuple[float, float, float]:
     """(API CPU, worker CPU, wall) in ms per request."""
     body = {"model": MODEL, "stream": stream, "max_tokens": 1, "mode": "direct",
             "messages": [{"role": "user", "content": "One token, please."}]}
-    api, worker = (psutil.Process(pid) for pid in pids)
+    api, worker = (CpuMeter(pid) for pid in pids)
     async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {token}"},
                                  timeout=120) as client:
         async def one() -> None:
@@ -65,11 +59,11 @@ async def measure(api_url: str, token: str, pids: tuple[int, int], stream: bool,
 
         for _ in range(20):  # warm: connections, threads, caches
             await one()
-        api0, worker0, wall0 = _cpu_s(api), _cpu_s(worker), time.perf_counter()
+        api0, worker0, wall0 = api.seconds(), worker.seconds(), time.perf_counter()
         for _ in range(requests):
             await one()
         per = 1000 / requests
-        return (_cpu_s(api) - api0) * per, (_cpu_s(worker) - worker0) * per, (time.perf_counter() - wall0) * per
+        return (api.seconds() - api0) * per, (worker.seconds() - worker0) * per, (time.perf_counter() - wall0) * per
 
 
 def run(args: argparse.Namespace, progress) -> list[Row]:

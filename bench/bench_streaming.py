@@ -132,7 +132,8 @@ class CpuMeter:
         self.proc = psutil.Process(pid) if pid else None
         self._t0 = self._cpu0 = 0.0
 
-    def _cpu(self) -> float:
+    def seconds(self) -> float:
+        """CPU seconds used so far by the process and its children."""
         if self.proc is None:
             return 0.0
         procs = [self.proc, *self.proc.children(recursive=True)]
@@ -146,10 +147,10 @@ class CpuMeter:
         return total
 
     def start(self) -> None:
-        self._t0, self._cpu0 = time.perf_counter(), self._cpu()
+        self._t0, self._cpu0 = time.perf_counter(), self.seconds()
 
     def percent(self) -> float:
-        return 100.0 * (self._cpu() - self._cpu0) / (time.perf_counter() - self._t0)
+        return 100.0 * (self.seconds() - self._cpu0) / (time.perf_counter() - self._t0)
 
 
 async def sweep_row(settings: Settings, token: str, streams: int, rate: float, tokens: int,
@@ -258,7 +259,9 @@ def table(rows: list[Row], args: argparse.Namespace, load: tuple[float, float]) 
     return (
         "## Concurrent streams at GPU rates (issue 17)\n\n"
         f"Synthetic token source (`synthetic_rate` backend, no model) at {args.rate:g} tokens/s per stream, "
-        f"{args.tokens} tokens per stream, all streams of a row started at once, in {args.rounds} bursts after a warm-up burst (the client's connections open, the worker's threads started); one chat worker (threads pool, one "
+        f"{args.tokens} tokens per stream, all streams of a row started at once, in {args.rounds} bursts "
+        "after a warm-up burst (the client's connections open, the worker's threads started); one chat "
+        "worker (threads pool, one "
         "thread per stream), Redis and the API on loopback; memory recall off. CPU is % of one core "
         "(psutil on the launcher's PIDs). Targets: delivered ratio >= 0.98 up to 8 streams, TTFT added "
         "<= 25 ms.\n\n" + "\n".join(lines) + "\n\n"

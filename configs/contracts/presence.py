@@ -29,13 +29,6 @@ redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) + 1)
 return 1
 """
 
-# KEYS[1] = the queue's set; the number of workers whose entry has not lapsed.
-COUNT_SCRIPT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
-"""
-
 # KEYS[1] = the queue's set; the hostnames of the workers whose entry has not lapsed.
 NAMES_SCRIPT = """
 local t = redis.call('TIME')
