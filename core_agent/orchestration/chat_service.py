@@ -28,7 +28,7 @@ from core_agent.orchestration.plan_runner import PlanRunner, StepContext
 from core_agent.orchestration.planner import Planner
 from core_agent.orchestration.plans import InvalidPlan, Plan, turn_call_id, validate_plan
 from core_agent.orchestration.prompt_layout import history_window, with_recalled
-from core_agent.orchestration.router import ROUTE_PROMPT, ROUTE_SCHEMA, Mode, RouteDecision, Router
+from core_agent.orchestration.router import ROUTE_PROMPT, ROUTE_SCHEMA, Mode, Router
 from core_agent.orchestration import traffic
 from configs.traffic_schema import MemoryMode
 from core_agent.orchestration import tool_calls
@@ -220,12 +220,11 @@ class ChatService:
         if not any(m.role == "user" for m in turn.messages):
             raise BadChatRequest("messages must contain at least one message with role 'user'")
 
-    def _open_turn(self, turn: ChatTurn, policy: traffic.TurnPolicy, question: str, task_id: str,
-                   route: RouteDecision | None) -> tuple[str, bool, list[ChatMessage], int | None]:
+    def _open_turn(self, turn: ChatTurn, policy: traffic.TurnPolicy, question: str,
+                   task_id: str) -> tuple[str, bool, list[ChatMessage], int | None]:
         """The turn's conversation (created if new), its prompt, and the stored question's
-        id (None when the turn is not stored); with `route`, the task's record too. Runs in
-        a thread: it reads and writes SQLite, the turn's rows in one transaction (a new
-        conversation and its question are one commit)."""
+        id (None when the turn is not stored). Runs in a thread: it reads and writes SQLite,
+        in one transaction (a new conversation and its question are one commit)."""
         with self.store.transaction():
             if policy.stores_turn:
                 cid, existing = self._conversation_for(turn, question)
@@ -237,8 +236,6 @@ class ChatService:
                 question_id = self.store.append(
                     cid, "user", question, task_id=task_id, model=turn.model,
                     meta={"images": len(turn.attachments)} if turn.attachments else None).id
-        if route is not None:
-            self.tasks.insert_running(task_id, cid, route.route, turn.source, route.reason)
         return cid, existing, self._capped(turn, prompt), question_id
 
     def _conversation_for(self, turn: ChatTurn, title: str) -> tuple[str, bool]:
@@ -367,17 +364,14 @@ class ChatService:
         self._check_caller_plan(turn)
         question = next(m.text() for m in reversed(turn.messages) if m.role == "user")
         task_id = uuid.uuid4().hex
-        # A route the rules decide is known now, so the task's record is written with the
-        # turn; only a route the core model must pick waits for _traced_turn.
-        early = self.router.decide_without_model(question, self._route_mode(turn), bool(turn.attachments))
         # SQLite runs in a thread (the event loop never waits on the disk), all of it in
         # one hop: each hop costs the loop a thread hand-off and a wake-up.
-        opened = await asyncio.to_thread(self._open_turn, turn, policy, question, task_id, early)
+        opened = await asyncio.to_thread(self._open_turn, turn, policy, question, task_id)
         cid, existing, prompt, question_id = opened
         run = ChatRun(task_id=task_id, conversation_id=cid, model=turn.model, _question_id=question_id,
                       _new_conversation=policy.stores_turn and not existing)
         run._outcome = asyncio.get_running_loop().create_future()
-        self.track(task_id, asyncio.create_task(self._turn(run, turn, question, prompt, early)))
+        self.track(task_id, asyncio.create_task(self._turn(run, turn, question, prompt)))
         return run
 
     def track(self, task_id: str, job: asyncio.Task) -> None:
@@ -434,37 +428,28 @@ class ChatService:
             log.warning("task %s: steps failed: %s", run.task_id, failed)
         return answer_messages(prompt, question, plan, outcomes), failed
 
-    @staticmethod
-    def _route_mode(turn: ChatTurn) -> Mode:
-        if turn.plan is not None:
-            return "plan"  # an explicit plan is run as given
-        if tool_calls.calls_tools(turn.params):
-            return "direct"  # the client's agent plans; the model must see its tools
-        return turn.mode
-
-    async def _turn(self, run: ChatRun, turn: ChatTurn, question: str, prompt: list[ChatMessage],
-                    early: RouteDecision | None) -> None:
+    async def _turn(self, run: ChatRun, turn: ChatTurn, question: str, prompt: list[ChatMessage]) -> None:
         # One trace per task: route -> plan -> each step -> model calls (docs/observability.md).
         with tracer().start_as_current_span("task", attributes={TASK_ID_ATTRIBUTE: run.task_id,
                                                                 "appliance.source": turn.source}):
-            await self._traced_turn(run, turn, question, prompt, early)
+            await self._traced_turn(run, turn, question, prompt)
 
-    async def _traced_turn(self, run: ChatRun, turn: ChatTurn, question: str, prompt: list[ChatMessage],
-                           early: RouteDecision | None) -> None:
-        """`early`: the route decided (and the task's row written) when the turn was opened."""
+    async def _traced_turn(self, run: ChatRun, turn: ChatTurn, question: str, prompt: list[ChatMessage]) -> None:
         assert run._outcome is not None
         status, error = "failed", None
         recorded: asyncio.Future[None] | None = None
         try:
+            mode = "plan" if turn.plan is not None else turn.mode  # an explicit plan is run as given
+            if tool_calls.calls_tools(turn.params):
+                mode = "direct"  # the client's agent plans; the model must see its tools
             with tracer().start_as_current_span("route") as span:
-                decision = early or await self.router.decide(question, self._route_mode(turn), bool(turn.attachments),
-                                                             lambda q: self._ask_route(q, run.task_id))
+                decision = await self.router.decide(question, mode, bool(turn.attachments),
+                                                    lambda q: self._ask_route(q, run.task_id))
                 span.set_attributes({"appliance.route": decision.route, "appliance.route_reason": decision.reason})
             # The task's record is written while the answer is queued (a direct answer
             # waits for neither); it is complete before anything reads or updates it.
-            recorded = asyncio.ensure_future(
-                self.tasks.announce_running(run.task_id, decision.route) if early is not None else
-                self.tasks.create(run.task_id, run.conversation_id, decision.route, turn.source, decision.reason))
+            recorded = asyncio.ensure_future(self.tasks.create(run.task_id, run.conversation_id, decision.route,
+                                                               turn.source, decision.reason))
             messages, failed = prompt, None
             answer_id = run.task_id
             if decision.route == "plan":

@@ -62,22 +62,13 @@ class Router:
                 return decided("plan", f"rule {pattern.pattern!r}")
         return None
 
-    def decide_without_model(self, question: str, mode: Mode, has_images: bool) -> RouteDecision | None:
-        """The decision when no model needs asking (the rules decide, or the model router
-        is off); None when only the core model can decide."""
-        decision = self.by_rules(question, mode, has_images)
-        if decision is None and not self.config.use_model:
-            decision = RouteDecision("direct", "no rule matched", 0.0)
-        if decision is not None:
-            _log_decision(decision)
-        return decision
-
     async def decide(self, question: str, mode: Mode, has_images: bool, ask_model: ModelAsk) -> RouteDecision:
-        decision = self.decide_without_model(question, mode, has_images)
-        if decision is not None:
-            return decision
-        decision = await self._by_model(question, ask_model)
-        _log_decision(decision)
+        decision = self.by_rules(question, mode, has_images)
+        if decision is None and self.config.use_model:
+            decision = await self._by_model(question, ask_model)
+        if decision is None:
+            decision = RouteDecision("direct", "no rule matched", 0.0)
+        log.info("route=%s reason=%s latency_ms=%.3f", decision.route, decision.reason, decision.seconds * 1000)
         return decision
 
     async def _by_model(self, question: str, ask_model: ModelAsk) -> RouteDecision:
@@ -94,7 +85,3 @@ class Router:
             return RouteDecision(route, "core model", seconds)
         # What the model said is kept in the reason, so the task record shows why.
         return RouteDecision("direct", f"core model gave no usable route ({raw[:80]!r})", seconds)
-
-
-def _log_decision(decision: RouteDecision) -> None:
-    log.info("route=%s reason=%s latency_ms=%.3f", decision.route, decision.reason, decision.seconds * 1000)

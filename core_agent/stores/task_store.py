@@ -144,19 +144,9 @@ class TaskStore(SqliteFile):
 
     async def create(self, task_id: str, conversation_id: str | None, mode: str, source: str,
                      route_reason: str | None = None) -> None:
-        await asyncio.to_thread(self.insert_running, task_id, conversation_id, mode, source, route_reason)
-        await self.announce_running(task_id, mode)
-
-    def insert_running(self, task_id: str, conversation_id: str | None, mode: str, source: str,
-                       route_reason: str | None = None) -> None:
-        """`create`'s SQLite half, for a caller already in a thread (ChatService writes it
-        with the turn's own rows: one thread hop per request instead of two)."""
-        self._write("INSERT INTO tasks(id, conversation_id, mode, route_reason, status, source, created_at) "
-                    "VALUES (?,?,?,?,?,?,?)", (task_id, conversation_id, mode, route_reason, "running", source,
-                                               time.time()))
-
-    async def announce_running(self, task_id: str, mode: str) -> None:
-        """`create`'s event half: the task is running (for GET /tasks/{id}/events)."""
+        await asyncio.to_thread(self._write, "INSERT INTO tasks(id, conversation_id, mode, route_reason, status, "
+                                "source, created_at) VALUES (?,?,?,?,?,?,?)",
+                                (task_id, conversation_id, mode, route_reason, "running", source, time.time()))
         await self._event(task_id, {"type": "task", "status": "running", "mode": mode})
 
     async def set_plan(self, task_id: str, plan: dict[str, Any], queues: dict[str, str],
