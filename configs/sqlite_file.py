@@ -74,13 +74,6 @@ class SqliteFile:
         finally:
             local.depth = 0
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Make this thread's calls on the file inside the block one transaction: one
-        commit (and one turn at the file's lock) instead of one per call."""
-        with self._connect():
-            yield
-
     def _local(self) -> threading.local:
         local = self._threads
         if getattr(local, "pid", None) != os.getpid():  # never reuse a connection across fork()

@@ -12,7 +12,6 @@ call in a worker is a child of the step that dispatched it.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Mapping
 
 from opentelemetry import propagate, trace
@@ -50,10 +49,7 @@ def setup_tracing(settings: Settings, component: str) -> bool:
     return True
 
 
-@functools.cache
 def tracer() -> trace.Tracer:
-    # Kept: a tracer got before setup_tracing() is a proxy that switches to the real
-    # provider once one is set; getting it anew per span cost a provider lookup each.
     return trace.get_tracer(TRACER_NAME)
 
 

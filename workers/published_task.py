@@ -61,7 +61,7 @@ def published_task(name: str, max_retries: int | None = None,
                     span.set_attributes({"appliance.model": result.model, "appliance.adapter": result.adapter or "",
                                          "gen_ai.usage.input_tokens": result.usage.prompt_tokens,
                                          "gen_ai.usage.output_tokens": result.usage.completion_tokens})
-                    return outcome_summary(result)
+                    return result.model_dump()
                 except Retry:
                     outcome = "retried"
                     raise
@@ -76,16 +76,6 @@ def published_task(name: str, max_retries: int | None = None,
         return task
 
     return decorate
-
-
-def outcome_summary(result: TaskResult) -> dict[str, Any]:
-    """What the task returns to Celery: only its 'succeeded' log line reads it (results
-    are ignored; the core reads the 'done' event). A summary, not the result: the line
-    then holds no answer text (the owner's conversation stays out of the worker log),
-    and Celery's saferepr of a whole result was ~6% of a pool thread's time in a burst
-    of chat tasks (issue 17)."""
-    return {"finish_reason": result.finish_reason, "completion_tokens": result.usage.completion_tokens,
-            "attempt": result.attempt}
 
 
 def _run(task: Any, name: str, body: TaskBody, payload: dict[str, Any],

@@ -223,20 +223,17 @@ class ChatService:
     def _open_turn(self, turn: ChatTurn, policy: traffic.TurnPolicy, question: str,
                    task_id: str) -> tuple[str, bool, list[ChatMessage], int | None]:
         """The turn's conversation (created if new), its prompt, and the stored question's
-        id (None when the turn is not stored). Runs in a thread: it reads and writes SQLite,
-        in one transaction (a new conversation and its question are one commit)."""
-        with self.store.transaction():
-            if policy.stores_turn:
-                cid, existing = self._conversation_for(turn, question)
-            else:
-                cid, existing = self._unstored_conversation(turn)
-            prompt = self._prompt(turn, cid, existing and policy.reads_memory)
-            question_id = None
-            if policy.stores_turn and not (existing and tool_calls.continues_tool_calls(turn.messages)):
-                question_id = self.store.append(
-                    cid, "user", question, task_id=task_id, model=turn.model,
-                    meta={"images": len(turn.attachments)} if turn.attachments else None).id
-        return cid, existing, self._capped(turn, prompt), question_id
+        id (None when the turn is not stored). Runs in a thread: it reads and writes SQLite."""
+        if policy.stores_turn:
+            cid, existing = self._conversation_for(turn, question)
+        else:
+            cid, existing = self._unstored_conversation(turn)
+        prompt = self._capped(turn, self._prompt(turn, cid, existing and policy.reads_memory))
+        question_id = None
+        if policy.stores_turn and not (existing and tool_calls.continues_tool_calls(turn.messages)):
+            question_id = self.store.append(cid, "user", question, task_id=task_id, model=turn.model,
+                                            meta={"images": len(turn.attachments)} if turn.attachments else None).id
+        return cid, existing, prompt, question_id
 
     def _conversation_for(self, turn: ChatTurn, title: str) -> tuple[str, bool]:
         """The conversation id to use, and whether it already existed."""
