@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
-import psutil
 
 from bench.bench_streaming import MODEL, CpuMeter, stack_overrides
 from bench.harness.stack import running_stack
@@ -49,19 +48,24 @@ class Row:
     load_average_1m: float
 
 
+async def one_token_chat(client: httpx.AsyncClient, stream: bool) -> None:
+    """One chat request for 1 token from the synthetic source, read to its end."""
+    body = {"model": MODEL, "stream": stream, "max_tokens": 1, "mode": "direct",
+            "messages": [{"role": "user", "content": "One token, please."}]}
+    async with client.stream("POST", "/v1/chat/completions", json=body) as resp:
+        resp.raise_for_status()
+        async for _ in resp.aiter_bytes():
+            pass
+
+
 async def measure(api_url: str, token: str, pids: tuple[int, int], stream: bool,
                   requests: int) -> tuple[float, float, float]:
     """(API CPU, worker CPU, wall) in ms per request."""
-    body = {"model": MODEL, "stream": stream, "max_tokens": 1, "mode": "direct",
-            "messages": [{"role": "user", "content": "One token, please."}]}
     api, worker = (CpuMeter(pid) for pid in pids)
     async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {token}"},
                                  timeout=120) as client:
         async def one() -> None:
-            async with client.stream("POST", "/v1/chat/completions", json=body) as resp:
-                resp.raise_for_status()
-                async for _ in resp.aiter_bytes():
-                    pass
+            await one_token_chat(client, stream)
 
         for _ in range(20):  # warm: connections, threads, caches
             await one()
@@ -86,32 +90,15 @@ class BurstRow:
         return sum(self.cpu_ms_per_burst.values()) / self.cores
 
 
-class OwnCpu(CpuMeter):
-    """This process's CPU only (the stack's processes are its children)."""
-
-    def __init__(self) -> None:
-        super().__init__(None)
-        self.me = psutil.Process()
-
-    def seconds(self) -> float:
-        t = self.me.cpu_times()
-        return t.user + t.system
-
-
 async def measure_bursts(api_url: str, token: str, meters: dict[str, CpuMeter], burst: int,
                          bursts: int) -> tuple[dict[str, float], float]:
     """CPU ms per burst by process, and wall ms per burst, of `bursts` bursts of `burst`
     streamed 1-token requests started at once."""
-    body = {"model": MODEL, "stream": True, "max_tokens": 1, "mode": "direct",
-            "messages": [{"role": "user", "content": "One token, please."}]}
     limits = httpx.Limits(max_connections=burst, max_keepalive_connections=burst)
     async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {token}"},
                                  timeout=120, limits=limits) as client:
         async def one() -> None:
-            async with client.stream("POST", "/v1/chat/completions", json=body) as resp:
-                resp.raise_for_status()
-                async for _ in resp.aiter_bytes():
-                    pass
+            await one_token_chat(client, stream=True)
 
         for _ in range(3):  # warm: N connections open, the worker's threads started
             await asyncio.gather(*(one() for _ in range(burst)))
@@ -137,7 +124,8 @@ def run(args: argparse.Namespace, progress) -> tuple[list[Row], BurstRow | None]
         if args.burst:
             meters: dict[str, CpuMeter] = {"API": CpuMeter(pids[0]), "chat worker": CpuMeter(pids[1]),
                                            "Redis": CpuMeter(launcher.running(stack.settings, "redis")),
-                                           "bench client (httpx)": OwnCpu()}
+                                           # its own CPU only: the stack's processes are its children
+                                           "bench client (httpx)": CpuMeter(os.getpid(), children=False)}
             cpu, wall = asyncio.run(measure_bursts(stack.settings.api_url, stack.token, meters, args.burst,
                                                    args.bursts))
             burst_row = BurstRow(burst=args.burst, bursts=args.bursts, cpu_ms_per_burst=cpu,

@@ -126,17 +126,19 @@ async def one_stream(client: httpx.AsyncClient, redis: aioredis.Redis, tokens: i
 
 
 class CpuMeter:
-    """CPU seconds of a process (and its children) between start() and percent()."""
+    """CPU seconds of a process (and its children, unless `children` is False) between
+    start() and percent()."""
 
-    def __init__(self, pid: int | None) -> None:
+    def __init__(self, pid: int | None, children: bool = True) -> None:
         self.proc = psutil.Process(pid) if pid else None
+        self.children = children
         self._t0 = self._cpu0 = 0.0
 
     def seconds(self) -> float:
-        """CPU seconds used so far by the process and its children."""
+        """CPU seconds used so far by the process (and its children)."""
         if self.proc is None:
             return 0.0
-        procs = [self.proc, *self.proc.children(recursive=True)]
+        procs = [self.proc, *(self.proc.children(recursive=True) if self.children else ())]
         total = 0.0
         for p in procs:
             try:
