@@ -51,4 +51,4 @@ USER appliance
 VOLUME ["/data"]
 EXPOSE 8000 8501 5555
 # compose.yaml gives each service its command; this default runs the API.
-CMD ["python", "-m", "uvicorn", "core_agent.api.app:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["python", "-m", "uvicorn", "core_agent.api.app:create_app", "--factory", "--loop", "uvloop", "--http", "httptools", "--host", "0.0.0.0", "--port", "8000"]

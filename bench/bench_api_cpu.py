@@ -13,8 +13,8 @@ rows do) and reports the CPU one such burst costs in each process, the bench's o
 httpx client included: on a 2-core machine their sum over 2 is the least time in which
 the burst can be served, whatever the order of the work.
 
-Tried with this bench and not kept (no difference beyond the noise, alternating rounds):
-uvicorn on uvloop + httptools instead of asyncio + h11, and redis-py with hiredis.
+The API runs on uvloop + httptools and redis-py parses with hiredis (pyproject.toml):
+docs/architecture.md has the alternating-run comparison with asyncio + h11.
 
     .venv/bin/python -m bench.bench_api_cpu [--json] [--requests 300] [--rounds 3] [--burst 8]
 """

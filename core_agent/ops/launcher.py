@@ -33,6 +33,11 @@ from configs.processes import boot_id, proc_cmdline, proc_start_ticks, process_a
 from core_agent.stores.owner_token import ensure_owner_token
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# uvicorn's C event loop and HTTP parser (dependencies in pyproject.toml), named rather
+# than left to `auto`, which would silently fall back to asyncio + h11 where they are
+# missing: one API process serves every request on this loop (issue 17's figures were
+# taken with them; docs/architecture.md). compose.yaml and the Dockerfile say the same.
+API_SERVER_FLAGS = ("--loop", "uvloop", "--http", "httptools")
 Progress = Callable[[str], None]
 
 
@@ -130,7 +135,7 @@ def services(settings: Settings) -> list[Service]:
         out.append(background)
     out.append(Service(
         name="api",
-        argv=[sys.executable, "-m", "uvicorn", "core_agent.api.app:create_app", "--factory",
+        argv=[sys.executable, "-m", "uvicorn", "core_agent.api.app:create_app", "--factory", *API_SERVER_FLAGS,
               "--host", settings.api_host, "--port", str(settings.api_port), "--log-level", "info"],
         healthy=lambda: http_ok(f"{settings.api_url}/health")))
     out.append(Service(
