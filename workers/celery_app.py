@@ -16,6 +16,7 @@ from configs.loader import get_settings
 from configs.private_files import protect_data_dir
 from configs.schema import QUEUE_NAMES, Settings
 from configs.telemetry import setup_tracing
+from workers.broker_transport import TRANSPORT_PATH
 
 # Task name prefix -> queue. A task named "chat.generate" runs on the "chat" queue.
 TASK_MODULES = ["workers.chat_worker", "workers.code_worker", "workers.vision_worker",
@@ -40,6 +41,9 @@ def create_celery_app(settings: Settings, follows_streams: bool = False) -> Cele
     celery = Celery("appliance", broker=settings.redis_url, backend=backend,
                     include=TASK_MODULES)
     celery.conf.update(
+        # kombu's Redis transport, with one client for its per-task bookkeeping writes
+        # instead of a new one each time (workers/broker_transport.py says why).
+        broker_transport=TRANSPORT_PATH,
         # chat_bg: the background lane of the chat queue (configs/traffic.yaml).
         task_queues=[Queue(name) for name in (*QUEUE_NAMES, "chat_bg")],
         task_default_queue="chat",
