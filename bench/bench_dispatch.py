@@ -2,7 +2,8 @@
 
 - A no-op step through the queue (Dispatcher.call -> Redis -> Celery worker -> event
   stream -> back) vs the same step body called in-process: p50/p99 per step, and its
-  phases (send, pickup, body, back).
+  phases (to start, body, back; and how long the publish call took, which overlaps the
+  worker's pickup).
 - The same no-op steps with the publish of before (Celery's send_task in asyncio's
   thread pool) interleaved one by one with the dispatcher's own publish (one LPUSH on
   the event loop, core_agent/orchestration/queue_publish.py), so both see the same load.
@@ -48,21 +49,24 @@ Phases = dict[str, list[float]]
 
 
 def new_phases() -> Phases:
-    return {"total": [], "send": [], "pickup": [], "body": [], "back": []}
+    return {"total": [], "send": [], "start": [], "body": [], "back": []}
 
 
 async def one_noop(dispatcher: Dispatcher, i: int, phases: Phases) -> None:
-    """One no-op round trip and its phases (wall clock, same machine): send (the
-    publish), pickup (sent -> the task body starts: the worker's wake-up, the hand-over to
+    """One no-op round trip and its phases (wall clock, same machine): start (submit
+    called -> the task body starts: the publish, the worker's wake-up, the hand-over to
     its pool process, the attempt event), body (incl. the liveness set-up), back (the
-    body ends -> the waiter has 'done')."""
+    body ends -> the waiter has 'done'); and send, the publish call alone. Send is not a
+    phase before the pickup: the worker may start the task before the caller's event
+    loop is back from the LPUSH, so a pickup counted from the publish's return can be
+    negative."""
     t0 = time.time()
     task_id = await dispatcher.submit("chat.noop", {"echo": i}, queue="chat")
     t1 = time.time()
     result = await dispatcher.wait(task_id, "chat")
     t2 = time.time()
     started, finished = result.started_at or t1, result.finished_at or t2
-    for name, value in (("total", t2 - t0), ("send", t1 - t0), ("pickup", started - t1),
+    for name, value in (("total", t2 - t0), ("send", t1 - t0), ("start", started - t0),
                         ("body", finished - started), ("back", t2 - finished)):
         phases[name].append(value)
 
@@ -194,19 +198,20 @@ async def run(args: argparse.Namespace) -> str:
         f"| router, model path (tiny core model, 16-token JSON-constrained call, {len(model)} calls) | {ms(model)} |\n\n"
         f"- overhead the queue adds per step (p50): **{added * 1000:.2f} ms** (target: no-op p50 <= 5 ms, "
         f"p99 <= 15 ms); queue / in-process p50: {percentile(via_queue, 0.5) / percentile(in_process, 0.5):.1f}x\n"
-        f"- where a no-op's time goes (p50): {p50('send')}, {p50('pickup')}, {p50('body')}, {p50('back')} "
-        "(send: the publish; pickup: the worker's wake-up, its Redis bookkeeping of the unacknowledged message, "
-        "the hand-over to its pool process and the attempt event; body: the no-op with its liveness set-up; "
-        "back: the 'done' event to the waiter; the own publish returns right after its LPUSH, before the worker "
-        "woke, so part of what send saved shows up as pickup: compare totals)\n"
-        f"- threads pool phases (p50): {p50('send', threads)}, {p50('pickup', threads)}, {p50('body', threads)}, "
-        f"{p50('back', threads)}\n"
+        f"- where a no-op's time goes (p50): {p50('start')}, {p50('body')}, {p50('back')} "
+        "(start: submit called -> the body starts: the publish, the worker's wake-up, its Redis bookkeeping of "
+        "the unacknowledged message, the hand-over to its pool process and the attempt event; body: the no-op "
+        "with its liveness set-up; back: the 'done' event to the waiter). The publish call alone took "
+        f"{percentile(phases['send'], 0.5) * 1000:.2f} ms; it overlaps the pickup (the worker can start the task before the caller's event loop "
+        "is back from the LPUSH)\n"
+        f"- threads pool phases (p50): {p50('start', threads)}, {p50('body', threads)}, {p50('back', threads)}; "
+        f"the publish call {percentile(threads['send'], 0.5) * 1000:.2f} ms\n"
         "- what limits it (py-spy on the worker's main and pool processes, cProfile on the publish; "
         "docs/architecture.md \"Dispatch path\"): round trips and process wake-ups, not Python work. The critical "
         "path is LPUSH -> the worker's BRPOP wake-up -> kombu's unacked bookkeeping round trip (acks_late) -> the "
         "hand-over to the prefork pool process -> the attempt round trip -> 'done' -> the waiter's XREAD wake-up; "
-        "the hand-over to the pool process is its largest piece (pickup p50 "
-        f"{percentile(phases['pickup'], 0.5) * 1000:.2f} ms with prefork vs {percentile(threads['pickup'], 0.5) * 1000:.2f} ms "
+        "the hand-over to the pool process is what the threads pool saves (start p50 "
+        f"{percentile(phases['start'], 0.5) * 1000:.2f} ms with prefork vs {percentile(threads['start'], 0.5) * 1000:.2f} ms "
         "with the threads pool, this run). The old publish's thread hop back to the event loop overlapped the "
         "worker's pickup, so the faster send shortens the round trip less than the send phase. On 2 cores shared "
         "with other work every wake-up waits for a core: at a load average well above 2 the p99 stays above "
