@@ -64,14 +64,11 @@ async def measure(api_url: str, token: str, pids: tuple[int, int], stream: bool,
     api, worker = (CpuMeter(pid) for pid in pids)
     async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {token}"},
                                  timeout=120) as client:
-        async def one() -> None:
-            await one_token_chat(client, stream)
-
         for _ in range(20):  # warm: connections, threads, caches
-            await one()
+            await one_token_chat(client, stream)
         api0, worker0, wall0 = api.seconds(), worker.seconds(), time.perf_counter()
         for _ in range(requests):
-            await one()
+            await one_token_chat(client, stream)
         per = 1000 / requests
         return (api.seconds() - api0) * per, (worker.seconds() - worker0) * per, (time.perf_counter() - wall0) * per
 
@@ -97,16 +94,13 @@ async def measure_bursts(api_url: str, token: str, meters: dict[str, CpuMeter], 
     limits = httpx.Limits(max_connections=burst, max_keepalive_connections=burst)
     async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {token}"},
                                  timeout=120, limits=limits) as client:
-        async def one() -> None:
-            await one_token_chat(client, stream=True)
-
         for _ in range(3):  # warm: N connections open, the worker's threads started
-            await asyncio.gather(*(one() for _ in range(burst)))
+            await asyncio.gather(*(one_token_chat(client, stream=True) for _ in range(burst)))
         cpu0 = {name: m.seconds() for name, m in meters.items()}
         wall = 0.0
         for _ in range(bursts):
             started = time.perf_counter()
-            await asyncio.gather(*(one() for _ in range(burst)))
+            await asyncio.gather(*(one_token_chat(client, stream=True) for _ in range(burst)))
             wall += time.perf_counter() - started
             await asyncio.sleep(0.1)  # the bursts do not overlap (idle time is not counted in wall)
         cpu = {name: round((m.seconds() - cpu0[name]) * 1000 / bursts, 1) for name, m in meters.items()}

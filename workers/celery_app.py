@@ -41,8 +41,8 @@ def create_celery_app(settings: Settings, follows_streams: bool = False) -> Cele
     celery = Celery("appliance", broker=settings.redis_url, backend=backend,
                     include=TASK_MODULES)
     celery.conf.update(
-        # kombu's Redis transport, with one client for its per-task bookkeeping writes
-        # instead of a new one each time (workers/broker_transport.py says why).
+        # kombu's Redis transport, with one client per channel instead of a new one for
+        # each command, the per-task bookkeeping writes among them (workers/broker_transport.py).
         broker_transport=TRANSPORT_PATH,
         # chat_bg: the background lane of the chat queue (configs/traffic.yaml).
         task_queues=[Queue(name) for name in (*QUEUE_NAMES, "chat_bg")],
